@@ -1,0 +1,87 @@
+"""The one place a mutating use case claims its idempotency key and stores its answer.
+
+Same key + same payload → the stored answer with ``replayed = True`` and no second effect.
+Same key + another payload → ALREADY_EXISTS / IDEMPOTENCY_KEY_REUSED. A refused request rolls
+back with its key, so it leaves no trace and may be retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy import Connection
+
+from engine.domain.errors import CofferError, Reason
+from engine.domain.serialization import dumps, loads, payload_digest
+from engine.service.context import EngineContext
+from engine.storage.idempotency import claim_key, store_response
+from engine.storage.router import Shard
+from engine.storage.unit_of_work import UnitOfWork, run_transaction
+
+
+class Replayable(Protocol):
+    replayed: bool
+
+
+R = TypeVar("R", bound=Replayable)
+
+
+def key_reused(key: str) -> CofferError:
+    return CofferError(
+        Reason.IDEMPOTENCY_KEY_REUSED,
+        "this idempotency key was used with a different request",
+        metadata={"idempotency_key": key, "field": "idempotency_key"},
+    )
+
+
+def execute_idempotent(
+    context: EngineContext,
+    *,
+    shard: Shard,
+    key: str,
+    operation: str,
+    command: Any,
+    result_type: type[R],
+    owner: int | Callable[[Connection], int],
+    effect: Callable[[Connection, int], R],
+) -> R:
+    """Run ``effect(connection, now_us)`` once per ``(owner, key)``, in one transaction.
+
+    ``owner`` is the user whose shard the request runs on, or a function that finds it inside
+    the transaction (a charge id names its user only through the charge row).
+    """
+    digest = payload_digest(operation, command)
+
+    def attempt() -> R:
+        now_us = context.now_us()
+        with UnitOfWork(shard.engine) as unit:
+            connection = unit.connection
+            user_id = owner if isinstance(owner, int) else owner(connection)
+            stored = claim_key(
+                connection,
+                user_id=user_id,
+                key=key,
+                operation=operation,
+                request_digest=digest,
+                now_us=now_us,
+            )
+            if stored is not None:
+                if stored.request_digest != digest:
+                    raise key_reused(key)
+                if stored.response is None:
+                    raise CofferError(
+                        Reason.IDEMPOTENCY_KEY_IN_USE,
+                        "another request with this idempotency key is in flight",
+                        metadata={"idempotency_key": key},
+                    )
+                original = loads(result_type, stored.response)
+                return dataclasses.replace(original, replayed=True)  # type: ignore[type-var]
+            result = effect(connection, now_us)
+            stored_form = dataclasses.replace(result, replayed=False)  # type: ignore[type-var]
+            store_response(connection, user_id=user_id, key=key, response=dumps(stored_form))
+            unit.commit()
+            return result
+
+    return run_transaction(attempt, attempts=context.settings.transaction_attempts)

@@ -1,0 +1,65 @@
+"""Points given back by a refund go to the lots they came from (CONTRACT §3 Refund).
+
+The lot drawn last (latest expiry) is refilled first, so the user keeps the longest-lived
+points. A lot that expired meanwhile takes its points back and expires them again at once: the
+refund transaction carries a ``points_expired`` entry naming the lot.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from engine.domain.errors import require
+from engine.domain.ledger import POINTS_EXPIRED, system_entry, user_entry
+from engine.domain.money import Asset
+from engine.storage import balances
+from engine.storage.schema import lot_draws, points_lots
+
+if TYPE_CHECKING:
+    from engine.service.legs import LegMove, LegScope
+
+
+def return_points_to_lots(scope: LegScope, leg: LegMove) -> None:
+    connection = scope.connection
+    draws = connection.execute(
+        select(
+            lot_draws.c.lot_id,
+            lot_draws.c.points,
+            lot_draws.c.returned,
+            points_lots.c.expires_at_us,
+        )
+        .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
+        .where(lot_draws.c.charge_id == scope.charge_id)
+        .order_by(points_lots.c.expires_at_us.desc(), lot_draws.c.lot_id.desc())
+    ).all()
+    remaining = leg.units
+    live_total = 0
+    for draw in draws:
+        if remaining == 0:
+            break
+        give = min(draw.points - draw.returned, remaining)
+        if give <= 0:
+            continue
+        remaining -= give
+        connection.execute(
+            lot_draws.update()
+            .where(lot_draws.c.charge_id == scope.charge_id, lot_draws.c.lot_id == draw.lot_id)
+            .values(returned=lot_draws.c.returned + give)
+        )
+        expired = draw.expires_at_us is not None and draw.expires_at_us <= scope.now_us
+        if expired:
+            scope.posting.move(
+                user_entry(scope.user_id, Asset.POINTS, give, instrument=draw.lot_id),
+                system_entry(POINTS_EXPIRED, Asset.POINTS, give, instrument=draw.lot_id),
+            )
+            continue
+        connection.execute(
+            points_lots.update()
+            .where(points_lots.c.lot_id == draw.lot_id)
+            .values(remaining=points_lots.c.remaining + give)
+        )
+        live_total += give
+    require(remaining == 0, "refunded points never exceed what the charge drew from lots")
+    balances.credit_available(connection, scope.user_id, Asset.POINTS, live_total)

@@ -1,0 +1,275 @@
+"""Refund: give captured value back, partially or fully, many times, never more than captured.
+
+Value returns cash first, then gift cards, coins and points (:mod:`engine.domain.refund_allocation`);
+points go back to the lots they came from.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, Row, select
+
+from engine.domain import ids
+from engine.domain.commands import RefundCommand
+from engine.domain.errors import CofferError, Reason, invalid_argument
+from engine.domain.ledger import Posting, TransactionType
+from engine.domain.money import require_non_negative_amount, require_positive_amount
+from engine.domain.refund_allocation import LegBalance, allocate_return, item_refund_value
+from engine.domain.results import Breakdown, InstrumentAmount, RefundResult
+from engine.domain.serialization import dumps
+from engine.domain.validation import MAX_ITEMS_PER_CHARGE, require_idempotency_key, require_reference, require_text
+from engine.service.context import EngineContext
+from engine.service.coupon_legs import after_full_refund
+from engine.service.gift_card_legs import give_back_gift_card
+from engine.service.idempotent import execute_idempotent
+from engine.service.legs import LegMove, LegScope, give_back
+from engine.storage.charges import charge_view, lock_charge, read_charge_row, read_legs
+from engine.storage.ledger import append_transaction
+from engine.storage.router import Shard
+from engine.storage.schema import charge_items, charge_legs, charges, refunds
+from engine.storage.wallets import read_wallet
+
+REFUNDABLE_STATUSES = ("CAPTURED", "PARTIALLY_REFUNDED")
+
+
+def validate_refund(command: RefundCommand) -> None:
+    require_idempotency_key(command.idempotency_key)
+    require_reference("charge_id", command.charge_id, required=True)
+    require_text("reason", command.reason)
+    if command.items:
+        if len(command.items) > MAX_ITEMS_PER_CHARGE:
+            raise invalid_argument("items", f"at most {MAX_ITEMS_PER_CHARGE} items")
+        require_non_negative_amount("amount", command.amount)
+        for index, item in enumerate(command.items):
+            require_reference(f"items[{index}].sku", item.sku, required=True)
+            if item.quantity <= 0:
+                raise invalid_argument(f"items[{index}].quantity", "must be greater than zero")
+    else:
+        require_positive_amount("amount", command.amount)
+
+
+def charge_not_found(charge_id: str) -> CofferError:
+    return CofferError(
+        Reason.CHARGE_NOT_FOUND,
+        f"no charge {charge_id!r}",
+        metadata={"charge_id": charge_id, "field": "charge_id"},
+    )
+
+
+def shard_of_charge(context: EngineContext, charge_id: str) -> Shard:
+    shard = context.router.for_id(charge_id)
+    if shard is None:
+        raise charge_not_found(charge_id)
+    return shard
+
+
+def owner_of_charge(charge_id: str):  # type: ignore[no-untyped-def]
+    def owner(connection: Connection) -> int:
+        row = read_charge_row(connection, charge_id)
+        if row is None:
+            raise charge_not_found(charge_id)
+        return int(row.user_id)
+
+    return owner
+
+
+def refund(context: EngineContext, command: RefundCommand) -> RefundResult:
+    validate_refund(command)
+    return execute_idempotent(
+        context,
+        shard=shard_of_charge(context, command.charge_id),
+        key=command.idempotency_key,
+        operation="Refund",
+        command=command,
+        result_type=RefundResult,
+        owner=owner_of_charge(command.charge_id),
+        effect=lambda connection, now_us: _refund(context, connection, command, now_us),
+    )
+
+
+def _items_value(connection: Connection, command: RefundCommand) -> int:
+    """The paid share of the refunded items; marks them refunded."""
+    lines = {
+        row.sku: row
+        for row in connection.execute(
+            select(charge_items).where(charge_items.c.charge_id == command.charge_id)
+        ).all()
+    }
+    total = 0
+    for index, item in enumerate(command.items):
+        line = lines.get(item.sku)
+        if line is None:
+            raise invalid_argument(f"items[{index}].sku", "is not a line of this charge")
+        if item.quantity > line.quantity - line.refunded_quantity:
+            raise CofferError(
+                Reason.REFUND_EXCEEDS_CAPTURED,
+                f"only {line.quantity - line.refunded_quantity} of {item.sku} are left to refund",
+                metadata={"field": f"items[{index}].quantity", "sku": item.sku},
+            )
+        value = item_refund_value(
+            paid_share=line.unit_price * line.quantity - line.discount_share,
+            quantity=line.quantity,
+            refunded_quantity=line.refunded_quantity,
+            refunded_value=line.refunded_value,
+            refund_quantity=item.quantity,
+        )
+        connection.execute(
+            charge_items.update()
+            .where(
+                charge_items.c.charge_id == command.charge_id,
+                charge_items.c.line_index == line.line_index,
+            )
+            .values(
+                refunded_quantity=charge_items.c.refunded_quantity + item.quantity,
+                refunded_value=charge_items.c.refunded_value + value,
+            )
+        )
+        total += value
+    return total
+
+
+def _refund(
+    context: EngineContext, connection: Connection, command: RefundCommand, now_us: int
+) -> RefundResult:
+    row = lock_charge(connection, command.charge_id)
+    if row is None:
+        raise charge_not_found(command.charge_id)
+    if row.status not in REFUNDABLE_STATUSES:
+        if row.status == "REFUNDED":
+            raise _exceeds(row, command.amount)
+        raise CofferError(
+            Reason.CHARGE_NOT_CAPTURED,
+            f"charge {row.charge_id} is {row.status}; only captured value can be refunded",
+            metadata={"charge_id": row.charge_id, "status": row.status},
+        )
+    amount = command.amount
+    if command.items:
+        items_value = _items_value(connection, command)
+        if amount not in (0, items_value):
+            raise invalid_argument("amount", f"must be 0 or the items' paid share {items_value}")
+        amount = items_value
+        if amount == 0:
+            raise invalid_argument("items", "the items' paid share is zero")
+    refundable = row.captured_amount - row.refunded_amount
+    if amount > refundable:
+        raise _exceeds(row, amount)
+
+    legs = [leg for leg in read_legs(connection, row.charge_id) if leg.kind != "COUPON"]
+    returns = allocate_return(
+        amount,
+        [
+            LegBalance(
+                leg.leg_index,
+                leg.kind,
+                leg.instrument,
+                leg.captured_value - leg.refunded_value,
+                leg.captured_units - leg.refunded_units,
+            )
+            for leg in legs
+        ],
+    )
+    posting = Posting()
+    scope = LegScope(connection, row.user_id, row.charge_id, row.merchant_id, now_us, posting)
+    # Same lock order as a charge: gift cards, then CASH, COINS, POINTS.
+    order = {"GIFT_CARD": 0, "CASH": 1, "COINS": 2, "POINTS": 3}
+    for returned in sorted(returns, key=lambda item: (order[item.kind], item.instrument)):
+        leg = LegMove(returned.kind, returned.instrument, returned.value, returned.units)
+        if returned.kind == "GIFT_CARD":
+            give_back_gift_card(scope, leg)
+        else:
+            give_back(scope, leg)
+        connection.execute(
+            charge_legs.update()
+            .where(
+                charge_legs.c.charge_id == row.charge_id,
+                charge_legs.c.leg_index == returned.leg_index,
+            )
+            .values(
+                refunded_value=charge_legs.c.refunded_value + returned.value,
+                refunded_units=charge_legs.c.refunded_units + returned.units,
+            )
+        )
+    refunded_total = row.refunded_amount + amount
+    status = "REFUNDED" if refunded_total == row.captured_amount else "PARTIALLY_REFUNDED"
+    updated = connection.execute(
+        charges.update()
+        .where(
+            charges.c.charge_id == row.charge_id,
+            charges.c.refunded_amount == row.refunded_amount,
+        )
+        .values(refunded_amount=refunded_total, status=status, updated_at_us=now_us)
+    )
+    if updated.rowcount != 1:
+        raise CofferError(Reason.CONTENTION, "the charge changed during the refund; retry")
+    if status == "REFUNDED":
+        after_full_refund(scope, row.charge_id)
+
+    virtual_shard = context.router.virtual_shard_of_user(row.user_id)
+    refund_id = ids.new_id("rf", virtual_shard, now_us // 1000)
+    transaction_id = ids.new_id("tx", virtual_shard, now_us // 1000)
+    breakdown = _breakdown_of(returns)
+    connection.execute(
+        refunds.insert().values(
+            refund_id=refund_id,
+            charge_id=row.charge_id,
+            user_id=row.user_id,
+            amount=amount,
+            reason=command.reason,
+            breakdown=dumps(breakdown),
+            transaction_id=transaction_id,
+            created_at_us=now_us,
+        )
+    )
+    append_transaction(
+        connection,
+        transaction_id=transaction_id,
+        user_id=row.user_id,
+        transaction_type=TransactionType.REFUND,
+        entries=posting.entries(),
+        now_us=now_us,
+        idempotency_key=command.idempotency_key,
+        charge_id=row.charge_id,
+        memo=command.reason,
+    )
+    fresh = read_charge_row(connection, row.charge_id)
+    if fresh is None:
+        raise charge_not_found(row.charge_id)
+    return RefundResult(
+        refund_id=refund_id,
+        charge=charge_view(connection, fresh),
+        wallet=read_wallet(connection, row.user_id, now_us),
+        breakdown=breakdown,
+    )
+
+
+def _breakdown_of(returns: list) -> Breakdown:  # type: ignore[type-arg]
+    by_kind = {"CASH": 0, "COINS": 0, "POINTS": 0}
+    points_units = 0
+    gift_cards: list[InstrumentAmount] = []
+    for item in returns:
+        if item.kind == "GIFT_CARD":
+            gift_cards.append(InstrumentAmount(item.instrument, item.value))
+        else:
+            by_kind[item.kind] += item.value
+            if item.kind == "POINTS":
+                points_units += item.units
+    return Breakdown(
+        points_used=points_units,
+        points_value=by_kind["POINTS"],
+        coins_used=by_kind["COINS"],
+        gift_card_amount=sum(card.amount for card in gift_cards),
+        cash_amount=by_kind["CASH"],
+        gift_cards=tuple(gift_cards),
+    )
+
+
+def _exceeds(row: Row, amount: int) -> CofferError:  # type: ignore[type-arg]
+    return CofferError(
+        Reason.REFUND_EXCEEDS_CAPTURED,
+        f"refunding {amount} would pass the {row.captured_amount} captured on {row.charge_id}",
+        metadata={
+            "charge_id": row.charge_id,
+            "captured": str(row.captured_amount),
+            "refunded": str(row.refunded_amount),
+            "field": "amount",
+        },
+    )

@@ -1,0 +1,213 @@
+"""The CONTRACT §8 invariants as queries over one shard. Each check returns what it found wrong.
+
+Checks are registered in :data:`CHECKS`; features that add tables (coupons, settlement) append
+their own checks there, so ``Admin.Audit``, the ``audit`` job and the tests all run them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Connection, text
+
+from engine.domain.results import Violation
+
+#: Each check reports at most this many rows, so an audit of a broken shard stays readable.
+MAX_VIOLATIONS_PER_CHECK = 20
+
+Check = Callable[[Connection], list[Violation]]
+
+
+def _rows(connection: Connection, sql: str) -> list[tuple[object, ...]]:
+    return [tuple(row) for row in connection.execute(text(sql + f" LIMIT {MAX_VIOLATIONS_PER_CHECK}")).all()]
+
+
+def transactions_balance(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT transaction_id, asset, SUM(amount) FROM ledger_entries "
+        "GROUP BY transaction_id, asset HAVING SUM(amount) <> 0",
+    )
+    return [Violation("1.transaction_sums_to_zero", f"{tid} {asset} sums to {total}") for tid, asset, total in rows]
+
+
+def balances_match_entries(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT COALESCE(b.user_id, e.user_id), COALESCE(b.asset, e.asset), "
+        "COALESCE(b.total, 0), COALESCE(e.total, 0) FROM "
+        "(SELECT user_id, asset, SUM(available + held) AS total FROM balances GROUP BY user_id, asset) b "
+        "FULL OUTER JOIN "
+        "(SELECT user_id, asset, SUM(amount) AS total FROM ledger_entries WHERE account = 'user' "
+        " GROUP BY user_id, asset) e ON b.user_id = e.user_id AND b.asset = e.asset "
+        "WHERE COALESCE(b.total, 0) <> COALESCE(e.total, 0)",
+    )
+    return [
+        Violation("1.balance_equals_ledger", f"user {user} {asset}: balance {balance} ledger {ledger}")
+        for user, asset, balance, ledger in rows
+    ]
+
+
+def buckets_match_entries(connection: Connection) -> list[Violation]:
+    """Finer than the contract asks: available and held each equal their own entries."""
+    violations = []
+    for bucket in ("available", "held"):
+        rows = _rows(
+            connection,
+            f"SELECT b.user_id, b.asset, b.{bucket}, COALESCE(e.total, 0) FROM balances b "
+            "LEFT JOIN (SELECT user_id, asset, SUM(amount) AS total FROM ledger_entries "
+            f" WHERE account = 'user' AND bucket = '{bucket}' GROUP BY user_id, asset) e "
+            "ON b.user_id = e.user_id AND b.asset = e.asset "
+            f"WHERE b.{bucket} <> COALESCE(e.total, 0)",
+        )
+        violations += [
+            Violation("1.bucket_equals_ledger", f"user {user} {asset} {bucket}: {value} vs ledger {ledger}")
+            for user, asset, value, ledger in rows
+        ]
+    return violations
+
+
+def lots_match_points(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT COALESCE(b.user_id, l.user_id), COALESCE(b.total, 0), COALESCE(l.total, 0) FROM "
+        "(SELECT user_id, available + held AS total FROM balances WHERE asset = 'POINTS') b "
+        "FULL OUTER JOIN (SELECT user_id, SUM(remaining + held) AS total FROM points_lots "
+        " GROUP BY user_id) l ON b.user_id = l.user_id "
+        "WHERE COALESCE(b.total, 0) <> COALESCE(l.total, 0)",
+    )
+    return [
+        Violation("1.lots_equal_points", f"user {user}: points balance {balance} lots {lots}")
+        for user, balance, lots in rows
+    ]
+
+
+def gift_cards_match_entries(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT g.code, g.available + g.held, COALESCE(e.total, 0) FROM gift_cards g "
+        "LEFT JOIN (SELECT instrument, SUM(amount) AS total FROM ledger_entries "
+        " WHERE account = 'gift_card' GROUP BY instrument) e ON e.instrument = g.code "
+        "WHERE g.available + g.held <> COALESCE(e.total, 0)",
+    )
+    return [
+        Violation("1.gift_card_equals_ledger", f"card {code}: balance {balance} ledger {ledger}")
+        for code, balance, ledger in rows
+    ]
+
+
+def nothing_negative(connection: Connection) -> list[Violation]:
+    violations = []
+    for table, columns in (
+        ("balances", "available < 0 OR held < 0"),
+        ("points_lots", "remaining < 0 OR held < 0"),
+        ("gift_cards", "available < 0 OR held < 0"),
+        ("accounts", "points_debt < 0"),
+    ):
+        count = connection.execute(text(f"SELECT COUNT(*) FROM {table} WHERE {columns}")).scalar_one()
+        if count:
+            violations.append(Violation("2.nothing_negative", f"{count} rows of {table} below zero"))
+    return violations
+
+
+def one_effect_per_key(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT user_id, idempotency_key, COUNT(*) FROM ledger_transactions "
+        "WHERE idempotency_key <> '' GROUP BY user_id, idempotency_key HAVING COUNT(*) > 1",
+    )
+    violations = [
+        Violation("3.one_effect_per_key", f"user {user} key {key}: {count} transactions")
+        for user, key, count in rows
+    ]
+    orphans = _rows(
+        connection,
+        "SELECT t.user_id, t.idempotency_key FROM ledger_transactions t "
+        "LEFT JOIN idempotency_keys k ON k.user_id = t.user_id AND k.idempotency_key = t.idempotency_key "
+        "WHERE t.idempotency_key <> '' AND k.user_id IS NULL",
+    )
+    violations += [
+        Violation("3.one_effect_per_key", f"user {user} key {key}: effect without its key")
+        for user, key in orphans
+    ]
+    return violations
+
+
+def one_credit_per_channel_transaction(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT user_id, memo, COUNT(*) FROM ledger_transactions WHERE type = 'TOP_UP' "
+        "GROUP BY user_id, memo HAVING COUNT(*) > 1",
+    )
+    return [
+        Violation("3.one_top_up_per_channel_txn", f"user {user} {memo}: {count} top-ups")
+        for user, memo, count in rows
+    ]
+
+
+def one_live_charge_per_order(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT user_id, merchant_id, order_id, COUNT(*) FROM charges WHERE kind = 'CHARGE' AND "
+        "status IN ('AUTHORIZED','CAPTURED','PARTIALLY_REFUNDED','REFUNDED') "
+        "GROUP BY user_id, merchant_id, order_id HAVING COUNT(*) > 1",
+    )
+    return [
+        Violation("3.one_live_charge_per_order", f"user {user} {merchant}/{order}: {count} live charges")
+        for user, merchant, order, count in rows
+    ]
+
+
+def charge_amounts_ordered(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT charge_id, authorized_amount, captured_amount, refunded_amount FROM charges "
+        "WHERE NOT (refunded_amount <= captured_amount AND captured_amount <= authorized_amount "
+        "AND refunded_amount >= 0)",
+    )
+    violations = [
+        Violation("4.refunded_le_captured_le_authorized", f"{cid}: auth {a} captured {c} refunded {r}")
+        for cid, a, c, r in rows
+    ]
+    mismatched = _rows(
+        connection,
+        "SELECT c.charge_id, c.refunded_amount, COALESCE(r.total, 0) FROM charges c "
+        "LEFT JOIN (SELECT charge_id, SUM(amount) AS total FROM refunds GROUP BY charge_id) r "
+        "ON r.charge_id = c.charge_id WHERE c.refunded_amount <> COALESCE(r.total, 0)",
+    )
+    violations += [
+        Violation("4.refunds_add_up", f"{cid}: refunded {refunded} but refund rows sum to {total}")
+        for cid, refunded, total in mismatched
+    ]
+    legs = _rows(
+        connection,
+        "SELECT c.charge_id, c.captured_amount, l.captured, c.refunded_amount, l.refunded FROM charges c "
+        "JOIN (SELECT charge_id, SUM(captured_value) AS captured, SUM(refunded_value) AS refunded "
+        " FROM charge_legs WHERE kind <> 'COUPON' GROUP BY charge_id) l ON l.charge_id = c.charge_id "
+        "WHERE c.captured_amount <> l.captured OR c.refunded_amount <> l.refunded",
+    )
+    violations += [
+        Violation("4.legs_add_up", f"{cid}: captured {c}/{lc} refunded {r}/{lr} (charge/legs)")
+        for cid, c, lc, r, lr in legs
+    ]
+    return violations
+
+
+CHECKS: list[Check] = [
+    transactions_balance,
+    balances_match_entries,
+    buckets_match_entries,
+    lots_match_points,
+    gift_cards_match_entries,
+    nothing_negative,
+    one_effect_per_key,
+    one_credit_per_channel_transaction,
+    one_live_charge_per_order,
+    charge_amounts_ordered,
+]
+
+
+def count_checked(connection: Connection) -> tuple[int, int]:
+    transactions = connection.execute(text("SELECT COUNT(*) FROM ledger_transactions")).scalar_one()
+    accounts = connection.execute(text("SELECT COUNT(*) FROM balances")).scalar_one()
+    return int(transactions), int(accounts)

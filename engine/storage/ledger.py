@@ -1,0 +1,52 @@
+"""Appending transactions and their entries to the ledger (never updated, never deleted)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection
+
+from engine.domain.ledger import Entry, TransactionType, check_balanced
+from engine.storage.schema import ledger_entries, ledger_transactions
+
+
+def append_transaction(
+    connection: Connection,
+    *,
+    transaction_id: str,
+    user_id: int,
+    transaction_type: TransactionType,
+    entries: Sequence[Entry],
+    now_us: int,
+    idempotency_key: str = "",
+    charge_id: str = "",
+    memo: str = "",
+) -> None:
+    check_balanced(entries)
+    connection.execute(
+        ledger_transactions.insert().values(
+            transaction_id=transaction_id,
+            user_id=user_id,
+            type=transaction_type.value,
+            idempotency_key=idempotency_key,
+            charge_id=charge_id,
+            memo=memo,
+            created_at_us=now_us,
+        )
+    )
+    if entries:
+        connection.execute(
+            ledger_entries.insert(),
+            [
+                {
+                    "transaction_id": transaction_id,
+                    "account": entry.account,
+                    "user_id": entry.user_id,
+                    "asset": entry.asset.value,
+                    "bucket": entry.bucket.value if entry.bucket else "",
+                    "instrument": entry.instrument,
+                    "amount": entry.amount,
+                }
+                for entry in entries
+            ],
+        )
