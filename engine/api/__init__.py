@@ -1,0 +1,1 @@
+"""The gRPC adapter: proto -> command -> use case -> result -> proto. No rules live here."""

@@ -1,0 +1,61 @@
+"""The Admin servicer: a thin adapter over the admin use cases."""
+
+from __future__ import annotations
+
+import grpc
+
+from coffer.v1 import admin_pb2, admin_pb2_grpc
+from engine.api import convert
+from engine.api.runner import UseCaseRunner
+from engine.service import audit as audit_service
+from engine.service.context import EngineContext
+
+Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    def __init__(self, engine: EngineContext, runner: UseCaseRunner) -> None:
+        self.engine = engine
+        self.runner = runner
+
+    async def Audit(self, request: admin_pb2.AuditRequest, context: Context) -> admin_pb2.AuditReport:
+        shard = request.shard if request.HasField("shard") else None
+        return await self.runner.run(
+            context, lambda: convert.audit_to_proto(audit_service.audit(self.engine, shard))
+        )
+
+    async def CreateCouponTemplate(
+        self, request: admin_pb2.CreateCouponTemplateRequest, context: Context
+    ) -> admin_pb2.CreateCouponTemplateResponse:
+        await self.runner.unimplemented(context, "CreateCouponTemplate")
+        raise AssertionError("unreachable")
+
+    async def CreateActivity(
+        self, request: admin_pb2.CreateActivityRequest, context: Context
+    ) -> admin_pb2.CreateActivityResponse:
+        await self.runner.unimplemented(context, "CreateActivity")
+        raise AssertionError("unreachable")
+
+    async def FreezeAccount(self, request: admin_pb2.FreezeAccountRequest, context: Context) -> admin_pb2.AccountState:
+        await self.runner.unimplemented(context, "FreezeAccount")
+        raise AssertionError("unreachable")
+
+    async def UnfreezeAccount(self, request: admin_pb2.FreezeAccountRequest, context: Context) -> admin_pb2.AccountState:
+        await self.runner.unimplemented(context, "UnfreezeAccount")
+        raise AssertionError("unreachable")
+
+    async def FreezeCoupon(
+        self, request: admin_pb2.FreezeCouponRequest, context: Context
+    ) -> admin_pb2.CouponStateResponse:
+        await self.runner.unimplemented(context, "FreezeCoupon")
+        raise AssertionError("unreachable")
+
+    async def UnfreezeCoupon(
+        self, request: admin_pb2.FreezeCouponRequest, context: Context
+    ) -> admin_pb2.CouponStateResponse:
+        await self.runner.unimplemented(context, "UnfreezeCoupon")
+        raise AssertionError("unreachable")
+
+    async def Adjust(self, request: admin_pb2.AdjustRequest, context: Context) -> admin_pb2.AdjustResponse:
+        await self.runner.unimplemented(context, "Adjust")
+        raise AssertionError("unreachable")

@@ -1,0 +1,43 @@
+"""Runs blocking use cases off the event loop and turns refusals into gRPC statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import grpc
+
+from engine.api.errors import to_status
+from engine.domain.errors import CofferError, Reason
+
+T = TypeVar("T")
+logger = logging.getLogger("coffer.api")
+
+
+class UseCaseRunner:
+    """A bounded thread pool for database work; the gRPC event loop never blocks on a query."""
+
+    def __init__(self, worker_threads: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="coffer-db")
+
+    async def run(self, context: grpc.aio.ServicerContext, work: Callable[[], T]) -> T:  # type: ignore[type-arg]
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.executor, work)
+        except CofferError as error:
+            await context.abort_with_status(to_status(error))
+        except Exception:
+            logger.exception("unexpected failure in a use case")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; nothing was applied")
+        raise AssertionError("abort always raises")  # pragma: no cover
+
+    async def unimplemented(self, context: grpc.aio.ServicerContext, name: str) -> None:  # type: ignore[type-arg]
+        await context.abort_with_status(
+            to_status(CofferError(Reason.NOT_IMPLEMENTED, f"{name} is not available yet"))
+        )
+
+    def shutdown(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=False)

@@ -1,0 +1,116 @@
+"""The TransactionEngine servicer: a thin adapter over :mod:`engine.service`."""
+
+from __future__ import annotations
+
+import grpc
+
+from coffer.v1 import common_pb2, engine_pb2, engine_pb2_grpc
+from engine.api import convert
+from engine.api.runner import UseCaseRunner
+from engine.service import charge as charge_service
+from engine.service import issue as issue_service
+from engine.service import queries
+from engine.service import refund as refund_service
+from engine.service.context import EngineContext
+
+Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+
+
+class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
+    def __init__(self, engine: EngineContext, runner: UseCaseRunner) -> None:
+        self.engine = engine
+        self.runner = runner
+
+    def _currency(self, requested: str) -> None:
+        convert.require_currency(requested, self.engine.settings.currency)
+
+    async def Issue(self, request: engine_pb2.IssueRequest, context: Context) -> engine_pb2.IssueResponse:
+        def work() -> engine_pb2.IssueResponse:
+            self._currency(request.currency)
+            result = issue_service.issue(self.engine, convert.issue_from_proto(request))
+            return engine_pb2.IssueResponse(
+                transaction_id=result.transaction_id,
+                replayed=result.replayed,
+                wallet=convert.wallet_to_proto(result.wallet),
+                coupons=[convert.coupon_to_proto(coupon) for coupon in result.coupons],
+                gift_card=convert.gift_card_to_proto(result.gift_card) if result.gift_card else None,
+            )
+
+        return await self.runner.run(context, work)
+
+    async def Charge(self, request: engine_pb2.ChargeRequest, context: Context) -> engine_pb2.ChargeResponse:
+        def work() -> engine_pb2.ChargeResponse:
+            self._currency(request.currency)
+            result = charge_service.charge(self.engine, convert.charge_from_proto(request))
+            return engine_pb2.ChargeResponse(
+                charge_id=result.charge_id,
+                status=convert.charge_status_to_proto(result.status),
+                breakdown=convert.breakdown_to_proto(result.breakdown),
+                replayed=result.replayed,
+                wallet=convert.wallet_to_proto(result.wallet),
+                transaction_id=result.transaction_id,
+            )
+
+        return await self.runner.run(context, work)
+
+    async def Refund(self, request: engine_pb2.RefundRequest, context: Context) -> engine_pb2.RefundResponse:
+        def work() -> engine_pb2.RefundResponse:
+            self._currency(request.currency)
+            result = refund_service.refund(self.engine, convert.refund_from_proto(request))
+            return engine_pb2.RefundResponse(
+                refund_id=result.refund_id,
+                charge=convert.charge_to_proto(result.charge),
+                replayed=result.replayed,
+                wallet=convert.wallet_to_proto(result.wallet),
+                breakdown=convert.breakdown_to_proto(result.breakdown),
+            )
+
+        return await self.runner.run(context, work)
+
+    async def Capture(self, request: engine_pb2.CaptureRequest, context: Context) -> engine_pb2.CaptureResponse:
+        await self.runner.unimplemented(context, "Capture")
+        raise AssertionError("unreachable")
+
+    async def Void(self, request: engine_pb2.VoidRequest, context: Context) -> engine_pb2.VoidResponse:
+        await self.runner.unimplemented(context, "Void")
+        raise AssertionError("unreachable")
+
+    async def Redeem(self, request: engine_pb2.RedeemRequest, context: Context) -> engine_pb2.RedeemResponse:
+        await self.runner.unimplemented(context, "Redeem")
+        raise AssertionError("unreachable")
+
+    async def QuoteCharge(
+        self, request: engine_pb2.ChargeRequest, context: Context
+    ) -> engine_pb2.QuoteChargeResponse:
+        await self.runner.unimplemented(context, "QuoteCharge")
+        raise AssertionError("unreachable")
+
+    async def GetGiftCard(
+        self, request: engine_pb2.GetGiftCardRequest, context: Context
+    ) -> common_pb2.GiftCard:
+        await self.runner.unimplemented(context, "GetGiftCard")
+        raise AssertionError("unreachable")
+
+    async def GetWallet(self, request: engine_pb2.GetWalletRequest, context: Context) -> common_pb2.Wallet:
+        return await self.runner.run(
+            context, lambda: convert.wallet_to_proto(queries.get_wallet(self.engine, request.user_id))
+        )
+
+    async def GetCharge(self, request: engine_pb2.GetChargeRequest, context: Context) -> common_pb2.Charge:
+        return await self.runner.run(
+            context, lambda: convert.charge_to_proto(queries.get_charge(self.engine, request.charge_id))
+        )
+
+    async def ListTransactions(
+        self, request: engine_pb2.ListTransactionsRequest, context: Context
+    ) -> engine_pb2.ListTransactionsResponse:
+        def work() -> engine_pb2.ListTransactionsResponse:
+            page = queries.list_transactions(
+                self.engine, request.user_id, request.page_size, request.page_token
+            )
+            return engine_pb2.ListTransactionsResponse(
+                transactions=[convert.transaction_to_proto(view) for view in page.transactions],
+                next_page_token=page.next_page_token,
+            )
+
+        return await self.runner.run(context, work)
