@@ -75,7 +75,7 @@ def wait_for_shards(router: ShardRouter) -> None:
             return
         except ShardConfigurationMismatch:
             raise
-        except Exception as error:  # noqa: BLE001 - any failure to reach a shard is retried
+        except Exception as error:
             if attempt == SHARD_WAIT_ATTEMPTS:
                 raise
             logger.warning("waiting for shards (attempt %d): %s", attempt, error)

@@ -103,7 +103,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown configuration keys: {sorted(unknown)}")
-    coerced = {
-        name: _coerce(name, raw, getattr(defaults, name)) for name, raw in values.items()
-    }
+    coerced = {name: _coerce(name, raw, getattr(defaults, name)) for name, raw in values.items()}
     return Settings(**coerced)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from coffer.v1 import admin_pb2, admin_pb2_grpc
@@ -10,7 +12,7 @@ from engine.api.runner import UseCaseRunner
 from engine.service import audit as audit_service
 from engine.service.context import EngineContext
 
-Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
@@ -36,11 +38,15 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         await self.runner.unimplemented(context, "CreateActivity")
         raise AssertionError("unreachable")
 
-    async def FreezeAccount(self, request: admin_pb2.FreezeAccountRequest, context: Context) -> admin_pb2.AccountState:
+    async def FreezeAccount(
+        self, request: admin_pb2.FreezeAccountRequest, context: Context
+    ) -> admin_pb2.AccountState:
         await self.runner.unimplemented(context, "FreezeAccount")
         raise AssertionError("unreachable")
 
-    async def UnfreezeAccount(self, request: admin_pb2.FreezeAccountRequest, context: Context) -> admin_pb2.AccountState:
+    async def UnfreezeAccount(
+        self, request: admin_pb2.FreezeAccountRequest, context: Context
+    ) -> admin_pb2.AccountState:
         await self.runner.unimplemented(context, "UnfreezeAccount")
         raise AssertionError("unreachable")
 

@@ -46,7 +46,7 @@ def microseconds(value: Timestamp) -> int:
     return value.seconds * MICROSECONDS_PER_SECOND + value.nanos // 1000
 
 
-def asset_from_proto(value: int, field: str, *, default: Asset | None = None) -> Asset:
+def asset_from_proto(value: common_pb2.Asset.ValueType, field: str, *, default: Asset | None = None) -> Asset:
     if value == common_pb2.ASSET_UNSPECIFIED and default is not None:
         return default
     asset = _ASSET_FROM_PROTO.get(value)
@@ -55,7 +55,7 @@ def asset_from_proto(value: int, field: str, *, default: Asset | None = None) ->
     return asset
 
 
-def asset_to_proto(name: str) -> int:
+def asset_to_proto(name: str) -> common_pb2.Asset.ValueType:
     return _ASSET_TO_PROTO[Asset(name)]
 
 
@@ -171,9 +171,7 @@ def redeem_from_proto(request: engine_pb2.RedeemRequest) -> commands.RedeemComma
     elif kind == "gift_card":
         spec = commands.GiftCardRedemptionSpec(request.gift_card.code, request.gift_card.amount)
     elif kind == "points_exchange":
-        spec = commands.PointsExchangeSpec(
-            request.points_exchange.user_id, request.points_exchange.points
-        )
+        spec = commands.PointsExchangeSpec(request.points_exchange.user_id, request.points_exchange.points)
     else:
         raise invalid_argument("kind", "name one of coupon_code, gift_card, points_exchange")
     return commands.RedeemCommand(
@@ -239,8 +237,12 @@ def breakdown_to_proto(view: Breakdown) -> common_pb2.Breakdown:
         coins_used=view.coins_used,
         gift_card_amount=view.gift_card_amount,
         cash_amount=view.cash_amount,
-        gift_cards=[common_pb2.GiftCardUse(code=item.instrument, amount=item.amount) for item in view.gift_cards],
-        coupons=[common_pb2.CouponUse(coupon_id=item.instrument, discount=item.amount) for item in view.coupons],
+        gift_cards=[
+            common_pb2.GiftCardUse(code=item.instrument, amount=item.amount) for item in view.gift_cards
+        ],
+        coupons=[
+            common_pb2.CouponUse(coupon_id=item.instrument, discount=item.amount) for item in view.coupons
+        ],
     )
 
 
@@ -277,7 +279,7 @@ def charge_to_proto(view: ChargeView) -> common_pb2.Charge:
     )
 
 
-def charge_status_to_proto(status: str) -> int:
+def charge_status_to_proto(status: str) -> common_pb2.ChargeStatus.ValueType:
     return common_pb2.ChargeStatus.Value(f"CHARGE_STATUS_{status}")
 
 

@@ -32,4 +32,5 @@ def to_status(error: CofferError) -> grpc.Status:
         packed_bad_request.Pack(bad_request)
         details.append(packed_bad_request)
     status = status_pb2.Status(code=code, message=error.message, details=details)
-    return rpc_status.to_status(status)
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted

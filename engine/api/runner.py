@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -23,7 +23,7 @@ class UseCaseRunner:
     def __init__(self, worker_threads: int) -> None:
         self.executor = ThreadPoolExecutor(max_workers=worker_threads, thread_name_prefix="coffer-db")
 
-    async def run(self, context: grpc.aio.ServicerContext, work: Callable[[], T]) -> T:  # type: ignore[type-arg]
+    async def run(self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self.executor, work)
@@ -34,7 +34,7 @@ class UseCaseRunner:
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; nothing was applied")
         raise AssertionError("abort always raises")  # pragma: no cover
 
-    async def unimplemented(self, context: grpc.aio.ServicerContext, name: str) -> None:  # type: ignore[type-arg]
+    async def unimplemented(self, context: grpc.aio.ServicerContext[Any, Any], name: str) -> None:
         await context.abort_with_status(
             to_status(CofferError(Reason.NOT_IMPLEMENTED, f"{name} is not available yet"))
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from coffer.v1 import common_pb2, engine_pb2, engine_pb2_grpc
@@ -13,7 +15,7 @@ from engine.service import queries
 from engine.service import refund as refund_service
 from engine.service.context import EngineContext
 
-Context = grpc.aio.ServicerContext  # type: ignore[type-arg]
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
@@ -67,7 +69,9 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
 
         return await self.runner.run(context, work)
 
-    async def Capture(self, request: engine_pb2.CaptureRequest, context: Context) -> engine_pb2.CaptureResponse:
+    async def Capture(
+        self, request: engine_pb2.CaptureRequest, context: Context
+    ) -> engine_pb2.CaptureResponse:
         await self.runner.unimplemented(context, "Capture")
         raise AssertionError("unreachable")
 

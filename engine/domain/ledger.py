@@ -106,9 +106,7 @@ def user_entry(
     return Entry(USER_ACCOUNT, asset, amount, user_id=user_id, bucket=bucket, instrument=instrument)
 
 
-def gift_card_entry(
-    user_id: int, code: str, amount: int, bucket: Bucket = Bucket.AVAILABLE
-) -> Entry:
+def gift_card_entry(user_id: int, code: str, amount: int, bucket: Bucket = Bucket.AVAILABLE) -> Entry:
     return Entry(GIFT_CARD_ACCOUNT, Asset.CASH, amount, user_id=user_id, bucket=bucket, instrument=code)
 
 

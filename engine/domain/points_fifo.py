@@ -38,9 +38,7 @@ def spending_order(lots: Sequence[Lot]) -> list[Lot]:
 def live_lots(lots: Sequence[Lot], now_us: int) -> list[Lot]:
     """An expired lot stops counting at its instant, whether or not the job has run."""
     return [
-        lot
-        for lot in lots
-        if lot.remaining > 0 and (lot.expires_at_us is None or lot.expires_at_us > now_us)
+        lot for lot in lots if lot.remaining > 0 and (lot.expires_at_us is None or lot.expires_at_us > now_us)
     ]
 
 

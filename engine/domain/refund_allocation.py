@@ -44,9 +44,7 @@ def allocate_return(amount: int, legs: list[LegBalance]) -> list[LegReturn]:
     """
     require(amount >= 0, "a return amount is not negative")
     require(amount <= sum(leg.value for leg in legs), "a return never exceeds what the legs hold")
-    ordered = sorted(
-        legs, key=lambda leg: (REFUND_ORDER.index(leg.kind), -leg.leg_index)
-    )
+    ordered = sorted(legs, key=lambda leg: (REFUND_ORDER.index(leg.kind), -leg.leg_index))
     remaining = amount
     returns: list[LegReturn] = []
     for leg in ordered:

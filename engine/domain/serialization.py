@@ -19,9 +19,7 @@ T = TypeVar("T")
 def to_jsonable(value: Any) -> Any:
     """Dataclasses become dicts, tuples lists, enums their values; primitives stay."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            item.name: to_jsonable(getattr(value, item.name)) for item in dataclasses.fields(value)
-        }
+        return {item.name: to_jsonable(getattr(value, item.name)) for item in dataclasses.fields(value)}
     if isinstance(value, (tuple, list)):
         return [to_jsonable(element) for element in value]
     if isinstance(value, enum.Enum):

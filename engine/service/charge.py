@@ -226,9 +226,7 @@ def _legs_of(plan: ChargePlan) -> list[LegMove]:
     return legs
 
 
-def _insert_items(
-    connection: Connection, charge_id: str, command: ChargeCommand, plan: ChargePlan
-) -> None:
+def _insert_items(connection: Connection, charge_id: str, command: ChargeCommand, plan: ChargePlan) -> None:
     lines = list(command.items)
     if not lines:
         return

@@ -33,3 +33,17 @@ def after_full_refund(scope: LegScope, charge_id: str) -> None:
 
     No charge holds a coupon until coupons arrive, so there is nothing to move yet.
     """
+
+
+def settle_coupons(scope: LegScope, charge_id: str) -> None:
+    """Capture: the charge's LOCKED coupons become USED, and their discount is expensed.
+
+    No charge holds a coupon until coupons arrive, so there is nothing to move yet.
+    """
+
+
+def release_coupons(scope: LegScope, charge_id: str) -> None:
+    """Void or hold expiry: the charge's LOCKED coupons become ACTIVATED again.
+
+    No charge holds a coupon until coupons arrive, so there is nothing to move yet.
+    """

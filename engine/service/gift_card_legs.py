@@ -14,9 +14,7 @@ from engine.domain.results import InstrumentAmount
 from engine.service.legs import LegMove, LegScope
 
 
-def resolve_gift_cards(
-    connection: Connection, command: ChargeCommand, now_us: int
-) -> list[InstrumentAmount]:
+def resolve_gift_cards(connection: Connection, command: ChargeCommand, now_us: int) -> list[InstrumentAmount]:
     if command.gift_card_codes:
         raise CofferError(Reason.NOT_IMPLEMENTED, "gift cards in charges are not available yet")
     return []

@@ -22,7 +22,8 @@ from engine.storage.unit_of_work import UnitOfWork, run_transaction
 
 
 class Replayable(Protocol):
-    replayed: bool
+    @property
+    def replayed(self) -> bool: ...
 
 
 R = TypeVar("R", bound=Replayable)

@@ -67,14 +67,22 @@ def issue(context: EngineContext, command: IssueCommand) -> IssueResult:
     validate_issue(command)
     spec = command.spec
     if isinstance(spec, TopUpSpec):
-        return _run(context, command, lambda connection, now_us: _top_up(context, connection, command, spec, now_us))
+        return _run(
+            context, command, lambda connection, now_us: _top_up(context, connection, command, spec, now_us)
+        )
     if isinstance(spec, PointsSpec):
-        return _run(context, command, lambda connection, now_us: _grant_points(context, connection, command, spec, now_us))
+        return _run(
+            context,
+            command,
+            lambda connection, now_us: _grant_points(context, connection, command, spec, now_us),
+        )
     if isinstance(spec, CoinsSpec):
-        return _run(context, command, lambda connection, now_us: _grant_coins(context, connection, command, spec, now_us))
-    raise CofferError(
-        Reason.NOT_IMPLEMENTED, f"Issue({type(spec).__name__}) is not available yet"
-    )
+        return _run(
+            context,
+            command,
+            lambda connection, now_us: _grant_coins(context, connection, command, spec, now_us),
+        )
+    raise CofferError(Reason.NOT_IMPLEMENTED, f"Issue({type(spec).__name__}) is not available yet")
 
 
 def _run(
@@ -118,7 +126,14 @@ def _top_up(
         },
     )
     if not claimed:
-        return _replay_channel_transaction(connection, user_id, spec.payment_channel, spec.channel_txn_id, f"TOP_UP:{spec.asset.value}", spec.amount)
+        return _replay_channel_transaction(
+            connection,
+            user_id,
+            spec.payment_channel,
+            spec.channel_txn_id,
+            f"TOP_UP:{spec.asset.value}",
+            spec.amount,
+        )
     ensure_account(connection, user_id, context.router.virtual_shard_of_user(user_id), now_us)
     credit_available(connection, user_id, spec.asset, spec.amount)
     posting = Posting()

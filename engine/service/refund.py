@@ -16,7 +16,12 @@ from engine.domain.money import require_non_negative_amount, require_positive_am
 from engine.domain.refund_allocation import LegBalance, allocate_return, item_refund_value
 from engine.domain.results import Breakdown, InstrumentAmount, RefundResult
 from engine.domain.serialization import dumps
-from engine.domain.validation import MAX_ITEMS_PER_CHARGE, require_idempotency_key, require_reference, require_text
+from engine.domain.validation import (
+    MAX_ITEMS_PER_CHARGE,
+    require_idempotency_key,
+    require_reference,
+    require_text,
+)
 from engine.service.context import EngineContext
 from engine.service.coupon_legs import after_full_refund
 from engine.service.gift_card_legs import give_back_gift_card

@@ -28,7 +28,10 @@ def transactions_balance(connection: Connection) -> list[Violation]:
         "SELECT transaction_id, asset, SUM(amount) FROM ledger_entries "
         "GROUP BY transaction_id, asset HAVING SUM(amount) <> 0",
     )
-    return [Violation("1.transaction_sums_to_zero", f"{tid} {asset} sums to {total}") for tid, asset, total in rows]
+    return [
+        Violation("1.transaction_sums_to_zero", f"{tid} {asset} sums to {total}")
+        for tid, asset, total in rows
+    ]
 
 
 def balances_match_entries(connection: Connection) -> list[Violation]:

@@ -110,8 +110,6 @@ def _change_held(
 
 def read_balances(connection: Connection, user_id: int) -> dict[Asset, tuple[int, int]]:
     rows = connection.execute(
-        select(balances.c.asset, balances.c.available, balances.c.held).where(
-            balances.c.user_id == user_id
-        )
+        select(balances.c.asset, balances.c.available, balances.c.held).where(balances.c.user_id == user_id)
     ).all()
     return {Asset(row.asset): (row.available, row.held) for row in rows}

@@ -77,20 +77,24 @@ def read_legs(connection: Connection, charge_id: str) -> list[LegRow]:
 
 def insert_legs(connection: Connection, charge_id: str, legs: Sequence[dict[str, object]]) -> None:
     if legs:
-        connection.execute(
-            charge_legs.insert(), [{"charge_id": charge_id, **leg} for leg in legs]
-        )
+        connection.execute(charge_legs.insert(), [{"charge_id": charge_id, **leg} for leg in legs])
 
 
 def charge_view(connection: Connection, row: Row) -> ChargeView:  # type: ignore[type-arg]
     refund_rows = connection.execute(
-        select(refunds).where(refunds.c.charge_id == row.charge_id).order_by(refunds.c.created_at_us, refunds.c.refund_id)
+        select(refunds)
+        .where(refunds.c.charge_id == row.charge_id)
+        .order_by(refunds.c.created_at_us, refunds.c.refund_id)
     ).all()
-    coupon_ids = connection.execute(
-        select(charge_legs.c.instrument).where(
-            charge_legs.c.charge_id == row.charge_id, charge_legs.c.kind == "COUPON"
-        ).order_by(charge_legs.c.leg_index)
-    ).scalars().all()
+    coupon_ids = (
+        connection.execute(
+            select(charge_legs.c.instrument)
+            .where(charge_legs.c.charge_id == row.charge_id, charge_legs.c.kind == "COUPON")
+            .order_by(charge_legs.c.leg_index)
+        )
+        .scalars()
+        .all()
+    )
     return ChargeView(
         charge_id=row.charge_id,
         user_id=row.user_id,

@@ -16,8 +16,10 @@ def insert_or_ignore(connection: Connection, table: Table, values: dict[str, Any
     with the same idempotency key waits for the first instead of racing it.
     """
     module: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = module.insert(table).values(**values).on_conflict_do_nothing()
-    return connection.execute(statement).rowcount == 1
+    first_key = next(iter(table.primary_key.columns))
+    # RETURNING rather than rowcount: the driver may not report a rowcount for INSERT.
+    statement = module.insert(table).values(**values).on_conflict_do_nothing().returning(first_key)
+    return connection.execute(statement).first() is not None
 
 
 def for_update(connection: Connection) -> bool:

@@ -63,9 +63,7 @@ def claim_key(
             idempotency_keys.c.operation,
             idempotency_keys.c.request_digest,
             idempotency_keys.c.response,
-        ).where(
-            idempotency_keys.c.user_id == user_id, idempotency_keys.c.idempotency_key == key
-        )
+        ).where(idempotency_keys.c.user_id == user_id, idempotency_keys.c.idempotency_key == key)
     ).one()
     return StoredKey(row.operation, row.request_digest, row.response)
 

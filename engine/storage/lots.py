@@ -30,9 +30,7 @@ def read_spendable_lots(connection: Connection, user_id: int, now_us: int) -> li
     return [Lot(row.lot_id, row.remaining, row.expires_at_us, row.granted_at_us) for row in rows]
 
 
-def apply_draws(
-    connection: Connection, charge_id: str, draws: list[LotDraw], *, hold: bool
-) -> None:
+def apply_draws(connection: Connection, charge_id: str, draws: list[LotDraw], *, hold: bool) -> None:
     """Take the drawn points out of each lot's ``remaining`` (into ``held`` for an authorization)."""
     for draw in draws:
         values = {"remaining": points_lots.c.remaining - draw.points}

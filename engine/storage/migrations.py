@@ -39,9 +39,7 @@ def _read_meta(connection: Connection) -> dict[str, str]:
 
 
 def _write_meta(connection: Connection, key: str, value: str) -> None:
-    updated = connection.execute(
-        shard_meta.update().where(shard_meta.c.key == key).values(value=value)
-    )
+    updated = connection.execute(shard_meta.update().where(shard_meta.c.key == key).values(value=value))
     if updated.rowcount == 0:
         connection.execute(shard_meta.insert().values(key=key, value=value))
 

@@ -20,7 +20,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     text,
 )
 
@@ -125,9 +124,7 @@ channel_transactions = Table(
     Column("idempotency_key", String(128), nullable=False),
     Column("transaction_id", String(40), nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
-    PrimaryKeyConstraint(
-        "user_id", "payment_channel", "channel_txn_id", name="pk_channel_transactions"
-    ),
+    PrimaryKeyConstraint("user_id", "payment_channel", "channel_txn_id", name="pk_channel_transactions"),
 )
 
 LIVE_CHARGE_STATUSES = ("AUTHORIZED", "CAPTURED", "PARTIALLY_REFUNDED", "REFUNDED")
@@ -171,8 +168,12 @@ charges = Table(
         "merchant_id",
         "order_id",
         unique=True,
-        postgresql_where=text("status IN ('AUTHORIZED','CAPTURED','PARTIALLY_REFUNDED','REFUNDED') AND kind = 'CHARGE'"),
-        sqlite_where=text("status IN ('AUTHORIZED','CAPTURED','PARTIALLY_REFUNDED','REFUNDED') AND kind = 'CHARGE'"),
+        postgresql_where=text(
+            "status IN ('AUTHORIZED','CAPTURED','PARTIALLY_REFUNDED','REFUNDED') AND kind = 'CHARGE'"
+        ),
+        sqlite_where=text(
+            "status IN ('AUTHORIZED','CAPTURED','PARTIALLY_REFUNDED','REFUNDED') AND kind = 'CHARGE'"
+        ),
     ),
 )
 

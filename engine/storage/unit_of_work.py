@@ -83,9 +83,7 @@ def is_unavailable(error: BaseException) -> bool:
     code = sqlstate(error)
     if code.startswith(_CONNECTION_SQLSTATE_PREFIXES):
         return True
-    return isinstance(error, OperationalError) and not code and "database is locked" not in str(
-        error.orig
-    )
+    return isinstance(error, OperationalError) and not code and "database is locked" not in str(error.orig)
 
 
 def run_transaction(work: Callable[[], T], *, attempts: int) -> T:
@@ -113,7 +111,5 @@ def run_transaction(work: Callable[[], T], *, attempts: int) -> T:
                 Reason.CONTENTION, "a row stayed locked past the lock timeout; retry with the same key"
             ) from error
         if is_unavailable(error):
-            raise CofferError(
-                Reason.STORAGE_UNAVAILABLE, "the shard database is not answering"
-            ) from error
+            raise CofferError(Reason.STORAGE_UNAVAILABLE, "the shard database is not answering") from error
         raise

@@ -34,13 +34,17 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
         .limit(MAX_LISTED_PER_KIND)
     ).all()
     # A lot past its expiry stops counting at that instant, before the job writes its entry.
-    expired_unprocessed = connection.execute(
-        select(points_lots.c.remaining).where(
-            points_lots.c.user_id == user_id,
-            points_lots.c.remaining > 0,
-            points_lots.c.expires_at_us <= now_us,
+    expired_unprocessed = (
+        connection.execute(
+            select(points_lots.c.remaining).where(
+                points_lots.c.user_id == user_id,
+                points_lots.c.remaining > 0,
+                points_lots.c.expires_at_us <= now_us,
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     cards = connection.execute(
         select(gift_cards)
         .where(gift_cards.c.user_id == user_id)
@@ -57,8 +61,7 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
         user_id=user_id,
         balances=tuple(balance_views),
         points_lots=tuple(
-            PointsLotView(row.lot_id, row.remaining, row.expires_at_us, row.granted_at_us)
-            for row in lots
+            PointsLotView(row.lot_id, row.remaining, row.expires_at_us, row.granted_at_us) for row in lots
         ),
         gift_cards=tuple(
             GiftCardView(

@@ -1,0 +1,56 @@
+# coffer — `make run` serves the engine; `make test` sets up everything and runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(wildcard protos/coffer/v1/*.proto)
+
+.PHONY: run test lint proto proto-check bench loadtest system-packages clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## run: the engine on the embedded SQLite default (honours COFFER_* variables)
+run: $(STAMP)
+	$(PY) server.py
+
+## test: venv, packages, PostgreSQL/redis-server when absent, throwaway servers, every test
+test: $(STAMP) system-packages proto-check
+	$(PY) -m pytest -q
+
+system-packages:
+	@bash scripts/ensure_system_packages.sh
+
+## proto: regenerate the stubs (with typed .pyi) into coffer/v1
+proto: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+
+## proto-check: fail when the committed stubs are not what the protos generate
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
+		--python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTOS) >/dev/null && \
+	for f in $$tmp/coffer/v1/*; do \
+		cmp -s "$$f" "coffer/v1/$$(basename $$f)" || { echo "stale stub: coffer/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "stubs are current"
+
+## lint: ruff on everything, mypy --strict on the engine package
+lint: $(STAMP)
+	$(VENV)/bin/ruff check engine clients tests server.py
+	$(VENV)/bin/mypy
+
+## bench: throwaway PostgreSQL, pgbench TPC-B and the engine's charge mix; last line is JSON
+bench: $(STAMP) system-packages
+	$(PY) -m clients.bench
+
+## loadtest: a 60 s, 32-way harness run on SQLite and on PostgreSQL, each ending in the audit
+loadtest: $(STAMP) system-packages
+	$(PY) -m clients.loadtest.suite --duration 60 --concurrency 32
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
