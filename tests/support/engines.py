@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -105,24 +106,36 @@ class ThreadEngine:
 class EngineProcess:
     """``python server.py`` as a child process, for crash (kill -9) and shutdown tests."""
 
-    def __init__(self, environment: Mapping[str, str], *, log_path: Path | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self,
+        environment: Mapping[str, str],
+        *,
+        log_path: Path | None = None,
+        cwd: Path = REPOSITORY,
+        command: list[str] | None = None,
+        port: int | None = None,
+        wait: bool = True,
+    ) -> None:
+        self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         env = {**os.environ, **environment, "COFFER_LISTEN": self.target, "COFFER_METRICS_PORT": "0"}
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, str(REPOSITORY / "server.py")],
-            cwd=REPOSITORY,
+            command or [sys.executable, str(REPOSITORY / "server.py")],
+            cwd=cwd,
             env=env,
             stdout=self._log,
             stderr=self._log,
+            start_new_session=True,
         )
-        wait_serving(self.target)
+        if wait:
+            wait_serving(self.target)
 
     def kill(self) -> None:
-        self.process.kill()
+        """SIGKILL the whole process group (``make run`` puts the server under make)."""
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
 
     def terminate(self) -> int:
-        self.process.terminate()
+        os.killpg(self.process.pid, signal.SIGTERM)
         return self.process.wait(timeout=60)

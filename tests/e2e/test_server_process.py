@@ -1,0 +1,132 @@
+"""The engine as a real process: `make run` on SQLite and PostgreSQL, SIGTERM, kill -9, config checks."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from coffer.v1 import admin_pb2, admin_pb2_grpc, engine_pb2, engine_pb2_grpc
+from tests.support.engines import REPOSITORY, EngineProcess
+from tests.support.servers import PostgresServer, free_port
+
+
+def health(target: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+
+
+def top_up(stub: engine_pb2_grpc.TransactionEngineStub, user: int, key: str, amount: int) -> engine_pb2.IssueResponse:
+    return stub.Issue(
+        engine_pb2.IssueRequest(
+            idempotency_key=key,
+            user_id=user,
+            top_up=engine_pb2.TopUp(amount=amount, payment_channel="alipay", channel_txn_id=key),
+        ),
+        timeout=30,
+    )
+
+
+def test_make_run_serves_on_the_sqlite_default() -> None:
+    process = EngineProcess({}, command=["make", "--no-print-directory", "run"], cwd=REPOSITORY)
+    try:
+        assert health(process.target) == health_pb2.HealthCheckResponse.SERVING
+        assert (REPOSITORY / "var" / "shard0.db").exists() and (REPOSITORY / "var" / "shard1.db").exists()
+    finally:
+        process.terminate()
+
+
+def test_make_run_serves_on_two_postgresql_databases(postgres: PostgresServer) -> None:
+    urls = [postgres.create_database(f"makerun{index}") for index in range(2)]
+    process = EngineProcess({"COFFER_SHARDS": ",".join(urls)}, command=["make", "--no-print-directory", "run"])
+    try:
+        assert health(process.target) == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(process.target) as channel:
+            stub = engine_pb2_grpc.TransactionEngineStub(channel)
+            for user in (10, 11):  # one user per shard
+                assert top_up(stub, user, f"k{user}", 100).wallet.balances[0].available == 100
+            report = admin_pb2_grpc.AdminStub(channel).Audit(admin_pb2.AuditRequest(), timeout=30)
+            assert report.ok and len(report.shards) == 2
+            assert all(shard.transactions_checked == 1 for shard in report.shards)
+    finally:
+        process.terminate()
+
+
+def test_sigterm_stops_serving_and_exits_cleanly(tmp_path: Path) -> None:
+    shards = ",".join(f"sqlite:///{tmp_path}/s{index}.db" for index in range(2))
+    process = EngineProcess({"COFFER_SHARDS": shards, "COFFER_SHUTDOWN_GRACE_SECONDS": "5"})
+    with grpc.insecure_channel(process.target) as channel:
+        stub = engine_pb2_grpc.TransactionEngineStub(channel)
+        top_up(stub, 3, "before", 100)
+        started = time.monotonic()
+        assert process.terminate() == 0
+        assert time.monotonic() - started < 15
+        with pytest.raises(grpc.RpcError) as refused:
+            top_up(stub, 3, "after", 100)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_acknowledged_mutations_survive_kill_9(postgres: PostgresServer) -> None:
+    urls = [postgres.create_database(f"crash{index}") for index in range(2)]
+    environment = {"COFFER_SHARDS": ",".join(urls)}
+    process = EngineProcess(environment)
+    acknowledged = []
+    with grpc.insecure_channel(process.target) as channel:
+        stub = engine_pb2_grpc.TransactionEngineStub(channel)
+        for index in range(40):
+            acknowledged.append(top_up(stub, 100 + index % 4, f"ack-{index}", 10 + index).transaction_id)
+    process.process.send_signal(signal.SIGKILL)
+    process.process.wait(timeout=30)
+    restarted = EngineProcess(environment, port=process.port)
+    try:
+        with grpc.insecure_channel(restarted.target) as channel:
+            stub = engine_pb2_grpc.TransactionEngineStub(channel)
+            seen = set()
+            for user in range(100, 104):
+                page = stub.ListTransactions(engine_pb2.ListTransactionsRequest(user_id=user, page_size=200))
+                seen |= {transaction.transaction_id for transaction in page.transactions}
+            assert set(acknowledged) <= seen
+            # Retrying an acknowledged request after the crash replays it.
+            assert top_up(stub, 100, "ack-0", 10).replayed
+            assert admin_pb2_grpc.AdminStub(channel).Audit(admin_pb2.AuditRequest(), timeout=30).ok
+    finally:
+        restarted.terminate()
+
+
+def test_engine_refuses_a_configuration_its_shards_disagree_with(tmp_path: Path) -> None:
+    shards = ",".join(f"sqlite:///{tmp_path}/s{index}.db" for index in range(2))
+    first = EngineProcess({"COFFER_SHARDS": shards})
+    first.terminate()
+    port = free_port()
+    completed = subprocess.run(
+        [sys.executable, str(REPOSITORY / "server.py")],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "COFFER_SHARDS": shards,
+            "COFFER_VIRTUAL_SHARDS": "64",
+            "COFFER_LISTEN": f"127.0.0.1:{port}",
+        },
+        cwd=REPOSITORY,
+        capture_output=True,
+        timeout=60,
+    )
+    assert completed.returncode != 0
+    assert b"virtual_shards" in completed.stderr
+
+
+def test_engine_refuses_no_auth_off_loopback(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(REPOSITORY / "server.py")],
+        env={"PATH": "/usr/bin:/bin", "COFFER_LISTEN": "0.0.0.0:0", "COFFER_SHARDS": f"sqlite:///{tmp_path}/x.db"},
+        cwd=REPOSITORY,
+        capture_output=True,
+        timeout=60,
+    )
+    assert completed.returncode != 0
+    assert b"loopback" in completed.stderr
