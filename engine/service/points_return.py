@@ -34,8 +34,8 @@ def return_points_to_lots(scope: LegScope, leg: LegMove) -> None:
         .where(lot_draws.c.charge_id == scope.charge_id)
         .order_by(points_lots.c.expires_at_us.desc(), lot_draws.c.lot_id.desc())
     ).all()
+    plan: list[tuple[str, int, bool]] = []
     remaining = leg.units
-    live_total = 0
     for draw in draws:
         if remaining == 0:
             break
@@ -43,23 +43,27 @@ def return_points_to_lots(scope: LegScope, leg: LegMove) -> None:
         if give <= 0:
             continue
         remaining -= give
+        expired = draw.expires_at_us is not None and draw.expires_at_us <= scope.now_us
+        plan.append((draw.lot_id, give, expired))
+    require(remaining == 0, "refunded points never exceed what the charge drew from lots")
+    # The POINTS balance row before the lots: the lock order every use case follows.
+    balances.credit_available(
+        connection, scope.user_id, Asset.POINTS, sum(give for _, give, expired in plan if not expired)
+    )
+    for lot_id, give, expired in plan:
         connection.execute(
             lot_draws.update()
-            .where(lot_draws.c.charge_id == scope.charge_id, lot_draws.c.lot_id == draw.lot_id)
+            .where(lot_draws.c.charge_id == scope.charge_id, lot_draws.c.lot_id == lot_id)
             .values(returned=lot_draws.c.returned + give)
         )
-        expired = draw.expires_at_us is not None and draw.expires_at_us <= scope.now_us
         if expired:
             scope.posting.move(
-                user_entry(scope.user_id, Asset.POINTS, give, instrument=draw.lot_id),
-                system_entry(POINTS_EXPIRED, Asset.POINTS, give, instrument=draw.lot_id),
+                user_entry(scope.user_id, Asset.POINTS, give, instrument=lot_id),
+                system_entry(POINTS_EXPIRED, Asset.POINTS, give, instrument=lot_id),
             )
             continue
         connection.execute(
             points_lots.update()
-            .where(points_lots.c.lot_id == draw.lot_id)
+            .where(points_lots.c.lot_id == lot_id)
             .values(remaining=points_lots.c.remaining + give)
         )
-        live_total += give
-    require(remaining == 0, "refunded points never exceed what the charge drew from lots")
-    balances.credit_available(connection, scope.user_id, Asset.POINTS, live_total)
