@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from coffer.v1 import admin_pb2, admin_pb2_grpc, engine_pb2, engine_pb2_grpc
 from engine.api.admin import AdminServicer
+from engine.api.metrics import MetricsInterceptor, serve_metrics
 from engine.api.runner import UseCaseRunner
 from engine.api.servicer import TransactionEngineServicer
 from engine.config import Settings
@@ -95,6 +96,7 @@ class EngineServer:
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ],
             maximum_concurrent_rpcs=settings.worker_threads * 64,
+            interceptors=[MetricsInterceptor()],
         )
         engine_pb2_grpc.add_TransactionEngineServicer_to_server(
             TransactionEngineServicer(self.context, self.runner), self.server
@@ -115,6 +117,7 @@ class EngineServer:
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        serve_metrics(self.settings.listen.rsplit(":", 1)[0].strip("[]"), self.settings.metrics_port)
         await self.server.start()
         logger.info("listening on %s (port %d); waiting for shards", self.settings.listen, self.port)
         await asyncio.get_running_loop().run_in_executor(None, wait_for_shards, self.router)

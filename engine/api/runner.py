@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import grpc
 
 from engine.api.errors import to_status
+from engine.api.metrics import REFUSALS
 from engine.domain.errors import CofferError, Reason
 
 T = TypeVar("T")
@@ -28,6 +29,7 @@ class UseCaseRunner:
         try:
             return await loop.run_in_executor(self.executor, work)
         except CofferError as error:
+            REFUSALS.labels(error.reason.label).inc()
             await context.abort_with_status(to_status(error))
         except Exception:
             logger.exception("unexpected failure in a use case")

@@ -130,3 +130,25 @@ def test_engine_refuses_no_auth_off_loopback(tmp_path: Path) -> None:
     )
     assert completed.returncode != 0
     assert b"loopback" in completed.stderr
+
+
+def test_metrics_count_calls_and_refusals(tmp_path: Path) -> None:
+    import urllib.request
+
+    metrics_port = free_port()
+    shards = ",".join(f"sqlite:///{tmp_path}/s{index}.db" for index in range(2))
+    process = EngineProcess({"COFFER_SHARDS": shards, "COFFER_METRICS_PORT": str(metrics_port)})
+    try:
+        with grpc.insecure_channel(process.target) as channel:
+            stub = engine_pb2_grpc.TransactionEngineStub(channel)
+            top_up(stub, 8, "m1", 100)
+            with pytest.raises(grpc.RpcError):
+                stub.Charge(
+                    engine_pb2.ChargeRequest(idempotency_key="c", user_id=8, order_id="o", merchant_id="m", amount=500)
+                )
+        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        assert 'coffer_rpc_seconds_count{code="OK",method="Issue"} 1.0' in body
+        assert 'coffer_rpc_seconds_count{code="FAILED_PRECONDITION",method="Charge"} 1.0' in body
+        assert 'coffer_refusals_total{reason="INSUFFICIENT_FUNDS"} 1.0' in body
+    finally:
+        process.terminate()

@@ -67,7 +67,9 @@ class ThreadEngine:
     """The real gRPC server, on its own event loop in a background thread."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = replace(settings, listen=f"127.0.0.1:{free_port()}")
+        # Metrics off unless the test asks: prometheus binds one port per process.
+        metrics_port = settings.metrics_port if settings.metrics_port != Settings().metrics_port else 0
+        self.settings = replace(settings, listen=f"127.0.0.1:{free_port()}", metrics_port=metrics_port)
         self.target = self.settings.listen
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -118,7 +120,7 @@ class EngineProcess:
     ) -> None:
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
-        env = {**os.environ, **environment, "COFFER_LISTEN": self.target, "COFFER_METRICS_PORT": "0"}
+        env = {**os.environ, "COFFER_METRICS_PORT": "0", **environment, "COFFER_LISTEN": self.target}
         self._log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             command or [sys.executable, str(REPOSITORY / "server.py")],
