@@ -29,14 +29,28 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def CreateCouponTemplate(
         self, request: admin_pb2.CreateCouponTemplateRequest, context: Context
     ) -> admin_pb2.CreateCouponTemplateResponse:
-        await self.runner.unimplemented(context, "CreateCouponTemplate")
-        raise AssertionError("unreachable")
+        from engine.service.coupon_templates import create_coupon_template
+
+        def work() -> admin_pb2.CreateCouponTemplateResponse:
+            result = create_coupon_template(self.engine, convert.template_from_proto(request))
+            return admin_pb2.CreateCouponTemplateResponse(
+                template_id=result.template_id, replayed=result.replayed
+            )
+
+        return await self.runner.run(context, work)
+
 
     async def CreateActivity(
         self, request: admin_pb2.CreateActivityRequest, context: Context
     ) -> admin_pb2.CreateActivityResponse:
-        await self.runner.unimplemented(context, "CreateActivity")
-        raise AssertionError("unreachable")
+        from engine.service.activities import create_activity
+
+        def work() -> admin_pb2.CreateActivityResponse:
+            result = create_activity(self.engine, convert.activity_from_proto(request))
+            return admin_pb2.CreateActivityResponse(activity_id=result.activity_id, replayed=result.replayed)
+
+        return await self.runner.run(context, work)
+
 
     async def FreezeAccount(
         self, request: admin_pb2.FreezeAccountRequest, context: Context
@@ -53,14 +67,23 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def FreezeCoupon(
         self, request: admin_pb2.FreezeCouponRequest, context: Context
     ) -> admin_pb2.CouponStateResponse:
-        await self.runner.unimplemented(context, "FreezeCoupon")
-        raise AssertionError("unreachable")
+        return await self._set_coupon_frozen(request, context, frozen=True)
 
     async def UnfreezeCoupon(
         self, request: admin_pb2.FreezeCouponRequest, context: Context
     ) -> admin_pb2.CouponStateResponse:
-        await self.runner.unimplemented(context, "UnfreezeCoupon")
-        raise AssertionError("unreachable")
+        return await self._set_coupon_frozen(request, context, frozen=False)
+
+    async def _set_coupon_frozen(
+        self, request: admin_pb2.FreezeCouponRequest, context: Context, *, frozen: bool
+    ) -> admin_pb2.CouponStateResponse:
+        from engine.service.coupon_admin import set_coupon_frozen
+
+        command = convert.freeze_coupon_from_proto(request, frozen=frozen)
+        return await self.runner.run(
+            context, lambda: convert.coupon_state_to_proto(set_coupon_frozen(self.engine, command))
+        )
+
 
     async def Adjust(self, request: admin_pb2.AdjustRequest, context: Context) -> admin_pb2.AdjustResponse:
         await self.runner.unimplemented(context, "Adjust")

@@ -6,6 +6,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from coffer.v1 import admin_pb2, common_pb2, engine_pb2
 from engine.domain import commands
+from engine.domain.coupons.definitions import (
+    ActivityReward,
+    ActivityRules,
+    CreateActivityCommand,
+    CreateCouponTemplateCommand,
+    Eligibility,
+)
+from engine.domain.coupons.messages import CouponStateResult, FreezeCouponCommand, QuoteResult
+from engine.domain.coupons.rules import CouponScope, CouponType
 from engine.domain.errors import invalid_argument
 from engine.domain.money import Asset
 from engine.domain.results import (
@@ -336,4 +345,101 @@ def audit_to_proto(report: AuditReport) -> admin_pb2.AuditReport:
             )
             for shard in report.shards
         ],
+    )
+
+
+# --- coupons and activities (docs/coupons.md) -----------------------------------------------
+
+_COUPON_TYPE_FROM_PROTO = {
+    common_pb2.COUPON_TYPE_FIXED_OFF: CouponType.FIXED_OFF,
+    common_pb2.COUPON_TYPE_PERCENT_OFF: CouponType.PERCENT_OFF,
+    common_pb2.COUPON_TYPE_NO_THRESHOLD: CouponType.NO_THRESHOLD,
+}
+
+
+def _optional_time(message: object, field: str) -> int | None:
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    return microseconds(getattr(message, field))
+
+
+def template_from_proto(request: admin_pb2.CreateCouponTemplateRequest) -> CreateCouponTemplateCommand:
+    return CreateCouponTemplateCommand(
+        idempotency_key=request.idempotency_key,
+        name=request.name,
+        type=_COUPON_TYPE_FROM_PROTO.get(request.type),
+        amount_off=request.amount_off,
+        discount_bps=request.discount_bps,
+        min_spend=request.min_spend,
+        max_discount=request.max_discount,
+        total_stock=request.total_stock,
+        per_user_limit=request.per_user_limit,
+        valid_from_us=_optional_time(request, "valid_from"),
+        valid_until_us=_optional_time(request, "valid_until"),
+        valid_days_after_claim=request.valid_days_after_claim,
+        scope=CouponScope(
+            categories=tuple(request.scope.categories),
+            merchants=tuple(request.scope.merchants),
+            business_lines=tuple(request.scope.business_lines),
+        ),
+        stackable=request.stackable,
+        restore_on_refund=request.restore_on_refund if request.HasField("restore_on_refund") else True,
+        eligibility=Eligibility(
+            new_users_only=request.eligibility.new_users_only,
+            new_user_days=request.eligibility.new_user_days,
+            min_member_level=request.eligibility.min_member_level,
+        ),
+    )
+
+
+def activity_from_proto(request: admin_pb2.CreateActivityRequest) -> CreateActivityCommand:
+    rules = request.rules
+    return CreateActivityCommand(
+        idempotency_key=request.idempotency_key,
+        name=request.name,
+        rewards=tuple(
+            ActivityReward(
+                template_id=reward.template_id,
+                quantity=reward.quantity,
+                points=reward.points,
+                points_ttl_days=reward.points_ttl_days,
+            )
+            for reward in request.rewards
+        ),
+        rules=ActivityRules(
+            device_blacklist=tuple(rules.device_blacklist),
+            ip_cities=tuple(rules.ip_cities),
+            new_users_only=rules.new_users_only,
+            min_member_level=rules.min_member_level,
+            phone_blacklist=tuple(rules.phone_blacklist),
+        ),
+        valid_from_us=_optional_time(request, "valid_from"),
+        valid_until_us=_optional_time(request, "valid_until"),
+    )
+
+
+def freeze_coupon_from_proto(request: admin_pb2.FreezeCouponRequest, *, frozen: bool) -> FreezeCouponCommand:
+    return FreezeCouponCommand(
+        idempotency_key=request.idempotency_key,
+        coupon_id=request.coupon_id,
+        frozen=frozen,
+        reason=request.reason,
+        operator_id=request.operator_id,
+    )
+
+
+def coupon_state_to_proto(result: CouponStateResult) -> admin_pb2.CouponStateResponse:
+    return admin_pb2.CouponStateResponse(coupon=coupon_to_proto(result.coupon), replayed=result.replayed)
+
+
+def quote_to_proto(result: QuoteResult) -> engine_pb2.QuoteChargeResponse:
+    return engine_pb2.QuoteChargeResponse(
+        breakdown=breakdown_to_proto(result.breakdown) if result.breakdown else None,
+        best_coupon_ids=list(result.best_coupon_ids),
+        best_breakdown=breakdown_to_proto(result.best_breakdown),
+        rejected=[
+            engine_pb2.CouponRejection(coupon_id=item.coupon_id, reason=item.reason, detail=item.detail)
+            for item in result.rejected
+        ],
+        error_reason=result.error_reason,
     )

@@ -86,8 +86,14 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
     async def QuoteCharge(
         self, request: engine_pb2.ChargeRequest, context: Context
     ) -> engine_pb2.QuoteChargeResponse:
-        await self.runner.unimplemented(context, "QuoteCharge")
-        raise AssertionError("unreachable")
+        def work() -> engine_pb2.QuoteChargeResponse:
+            self._currency(request.currency)
+            from engine.service.quote import quote_charge
+
+            return convert.quote_to_proto(quote_charge(self.engine, convert.charge_from_proto(request)))
+
+        return await self.runner.run(context, work)
+
 
     async def GetGiftCard(
         self, request: engine_pb2.GetGiftCardRequest, context: Context

@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from engine.domain import ids
 from engine.domain.charge_plan import ChargePlan, plan_charge
 from engine.domain.commands import ChargeCommand
-from engine.domain.discount_allocation import allocate_discount
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import Posting, TransactionType
 from engine.domain.money import require_non_negative_amount, require_positive_amount
@@ -163,7 +162,8 @@ def _charge(
     scope = LegScope(connection, user_id, charge_id, command.merchant_id, now_us, posting)
     legs = _legs_of(plan)
     # Lock order, the same in every use case: coupons, gift cards, then CASH, COINS, POINTS.
-    take_coupons(scope, plan, command, hold=hold)
+    # Each item's share of the discount, spread over the lines each coupon applies to.
+    discount_shares = take_coupons(scope, plan, command, hold=hold)
     for leg in legs:
         if leg.kind == "GIFT_CARD":
             take_gift_card(scope, leg, hold=hold)
@@ -187,7 +187,7 @@ def _charge(
             for index, leg in enumerate(_coupon_legs(plan) + legs)
         ],
     )
-    _insert_items(connection, charge_id, command, plan)
+    _insert_items(connection, charge_id, command, discount_shares)
     append_transaction(
         connection,
         transaction_id=transaction_id,
@@ -226,11 +226,13 @@ def _legs_of(plan: ChargePlan) -> list[LegMove]:
     return legs
 
 
-def _insert_items(connection: Connection, charge_id: str, command: ChargeCommand, plan: ChargePlan) -> None:
+def _insert_items(
+    connection: Connection, charge_id: str, command: ChargeCommand, discount_shares: tuple[int, ...]
+) -> None:
     lines = list(command.items)
     if not lines:
         return
-    shares = allocate_discount([line.total for line in lines], plan.discount)
+    shares = discount_shares or tuple(0 for _ in lines)
     connection.execute(
         charge_items.insert(),
         [

@@ -10,7 +10,9 @@ from sqlalchemy import Connection, select
 
 from engine.domain import ids
 from engine.domain.commands import (
+    ActivitySpec,
     CoinsSpec,
+    CouponClaimSpec,
     IssueCommand,
     PointsSpec,
     TopUpSpec,
@@ -82,6 +84,14 @@ def issue(context: EngineContext, command: IssueCommand) -> IssueResult:
             command,
             lambda connection, now_us: _grant_coins(context, connection, command, spec, now_us),
         )
+    if isinstance(spec, CouponClaimSpec):
+        from engine.service.coupon_claims import claim_coupon
+
+        return claim_coupon(context, command)
+    if isinstance(spec, ActivitySpec):
+        from engine.service.activities import grant_activity
+
+        return grant_activity(context, command)
     raise CofferError(Reason.NOT_IMPLEMENTED, f"Issue({type(spec).__name__}) is not available yet")
 
 

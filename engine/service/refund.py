@@ -12,7 +12,7 @@ from engine.domain import ids
 from engine.domain.commands import RefundCommand
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import Posting, TransactionType
-from engine.domain.money import require_non_negative_amount, require_positive_amount
+from engine.domain.money import require_non_negative_amount
 from engine.domain.refund_allocation import LegBalance, allocate_return, item_refund_value
 from engine.domain.results import Breakdown, InstrumentAmount, RefundResult
 from engine.domain.serialization import dumps
@@ -49,7 +49,8 @@ def validate_refund(command: RefundCommand) -> None:
             if item.quantity <= 0:
                 raise invalid_argument(f"items[{index}].quantity", "must be greater than zero")
     else:
-        require_positive_amount("amount", command.amount)
+        # 0 is accepted only for a charge with nothing paid left to refund (_coupons_only).
+        require_non_negative_amount("amount", command.amount)
 
 
 def charge_not_found(charge_id: str) -> CofferError:
@@ -152,8 +153,10 @@ def _refund(
         if amount not in (0, items_value):
             raise invalid_argument("amount", f"must be 0 or the items' paid share {items_value}")
         amount = items_value
-        if amount == 0:
+        if amount == 0 and not _coupons_only(row):
             raise invalid_argument("items", "the items' paid share is zero")
+    elif amount == 0 and not _coupons_only(row):
+        raise invalid_argument("amount", "must be greater than zero")
     refundable = row.captured_amount - row.refunded_amount
     if amount > refundable:
         raise _exceeds(row, amount)
@@ -265,6 +268,13 @@ def _breakdown_of(returns: list) -> Breakdown:  # type: ignore[type-arg]
         cash_amount=by_kind["CASH"],
         gift_cards=tuple(gift_cards),
     )
+
+
+def _coupons_only(row: Row) -> bool:  # type: ignore[type-arg]
+    """Nothing paid is left to refund but the order is not refunded: a till coupon redemption,
+    or an order its coupons paid entirely. A refund of 0 then refunds the whole order, which
+    gives its coupons back per the state table (docs/coupons.md)."""
+    return bool(row.captured_amount == row.refunded_amount and row.discount > 0)
 
 
 def _exceeds(row: Row, amount: int) -> CofferError:  # type: ignore[type-arg]

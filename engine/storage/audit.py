@@ -214,3 +214,90 @@ def count_checked(connection: Connection) -> tuple[int, int]:
     transactions = connection.execute(text("SELECT COUNT(*) FROM ledger_transactions")).scalar_one()
     accounts = connection.execute(text("SELECT COUNT(*) FROM balances")).scalar_one()
     return int(transactions), int(accounts)
+
+
+def coupon_stock_matches_issued(connection: Connection) -> list[Violation]:
+    """No template issued beyond its stock: on this shard, the units taken from the allotments
+    equal the coupons issued, and neither allotments nor coupons pass the template's stock."""
+    rows = _rows(
+        connection,
+        "SELECT t.template_id, t.total_stock, COALESCE(s.allotted, 0), COALESCE(s.taken, 0), "
+        "COALESCE(c.issued, 0) FROM coupon_templates t "
+        "LEFT JOIN (SELECT template_id, SUM(allotment) AS allotted, SUM(allotment - remaining) AS taken "
+        " FROM coupon_stock GROUP BY template_id) s ON s.template_id = t.template_id "
+        "LEFT JOIN (SELECT template_id, COUNT(*) AS issued FROM user_coupons GROUP BY template_id) c "
+        " ON c.template_id = t.template_id "
+        "WHERE COALESCE(s.taken, 0) <> COALESCE(c.issued, 0) OR COALESCE(s.allotted, 0) > t.total_stock "
+        "OR COALESCE(c.issued, 0) > t.total_stock",
+    )
+    return [
+        Violation(
+            "2.coupon_stock",
+            f"template {tid}: stock {stock}, allotted here {allotted}, taken {taken}, coupons {issued}",
+        )
+        for tid, stock, allotted, taken, issued in rows
+    ]
+
+
+def coupon_claims_within_limit(connection: Connection) -> list[Violation]:
+    """No user beyond a claim limit: each (user, template) counter is within the template's
+    per-user limit and equals the user's claimed (not activity-granted) coupons."""
+    rows = _rows(
+        connection,
+        "SELECT COALESCE(k.user_id, c.user_id), COALESCE(k.template_id, c.template_id), "
+        "COALESCE(k.claimed, 0), COALESCE(c.coupons, 0), t.per_user_limit FROM coupon_claims k "
+        "FULL OUTER JOIN (SELECT user_id, template_id, COUNT(*) AS coupons FROM user_coupons "
+        " WHERE source = 'CLAIM' GROUP BY user_id, template_id) c "
+        " ON c.user_id = k.user_id AND c.template_id = k.template_id "
+        "LEFT JOIN coupon_templates t ON t.template_id = COALESCE(k.template_id, c.template_id) "
+        "WHERE COALESCE(k.claimed, 0) <> COALESCE(c.coupons, 0) "
+        "OR COALESCE(k.claimed, 0) > COALESCE(t.per_user_limit, 0)",
+    )
+    return [
+        Violation(
+            "2.claim_limit",
+            f"user {user} template {tid}: counted {claimed}, coupons {coupons}, limit {limit}",
+        )
+        for user, tid, claimed, coupons, limit in rows
+    ]
+
+
+def one_bundle_per_activity(connection: Connection) -> list[Violation]:
+    rows = _rows(
+        connection,
+        "SELECT c.user_id, c.activity_id, COUNT(DISTINCT c.transaction_id), MAX(g.transaction_id) "
+        "FROM user_coupons c LEFT JOIN activity_grants g "
+        " ON g.user_id = c.user_id AND g.activity_id = c.activity_id "
+        "WHERE c.source = 'ACTIVITY' GROUP BY c.user_id, c.activity_id "
+        "HAVING COUNT(DISTINCT c.transaction_id) > 1 OR MAX(g.transaction_id) IS NULL "
+        "OR MAX(g.transaction_id) <> MAX(c.transaction_id)",
+    )
+    return [
+        Violation("3.one_bundle_per_activity", f"user {user} activity {aid}: {count} bundles (grant {grant})")
+        for user, aid, count, grant in rows
+    ]
+
+
+def locked_coupons_have_live_holds(connection: Connection) -> list[Violation]:
+    """A LOCKED coupon belongs to an AUTHORIZED charge (Capture, Void and hold expiry all
+    move it on)."""
+    rows = _rows(
+        connection,
+        "SELECT u.coupon_id, u.state, COALESCE(c.status, '(none)') FROM user_coupons u "
+        "LEFT JOIN charges c ON c.charge_id = u.charge_id "
+        "WHERE u.state = 'LOCKED' AND (c.status IS NULL OR c.status <> 'AUTHORIZED')",
+    )
+    return [
+        Violation("2.coupon_state", f"coupon {cid} is {state} but its charge is {status}")
+        for cid, state, status in rows
+    ]
+
+
+CHECKS.extend(
+    [
+        coupon_stock_matches_issued,
+        coupon_claims_within_limit,
+        one_bundle_per_activity,
+        locked_coupons_have_live_holds,
+    ]
+)

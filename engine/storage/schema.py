@@ -229,6 +229,120 @@ refunds = Table(
     Index("ix_refunds_charge", "charge_id"),
 )
 
+# Coupons (docs/coupons.md). Templates and activities are global definitions written to EVERY
+# physical shard by the Admin RPC, so a claim, a charge or a refund reads them on its own database.
+coupon_templates = Table(
+    "coupon_templates",
+    metadata,
+    Column("template_id", String(40), primary_key=True),
+    Column("name", String(128), nullable=False),
+    # FIXED_OFF, PERCENT_OFF, NO_THRESHOLD
+    Column("type", String(16), nullable=False),
+    Column("amount_off", BigInteger, nullable=False),
+    Column("discount_bps", Integer, nullable=False),
+    Column("min_spend", BigInteger, nullable=False),
+    Column("max_discount", BigInteger, nullable=False),
+    Column("total_stock", BigInteger, nullable=False),
+    Column("per_user_limit", Integer, nullable=False),
+    Column("valid_from_us", BigInteger, nullable=True),
+    Column("valid_until_us", BigInteger, nullable=True),
+    Column("valid_days_after_claim", Integer, nullable=False),
+    # JSON: {"categories": [...], "merchants": [...], "business_lines": [...]}
+    Column("scope", Text, nullable=False),
+    Column("stackable", Boolean, nullable=False),
+    Column("restore_on_refund", Boolean, nullable=False),
+    # JSON: {"new_users_only": bool, "new_user_days": int, "min_member_level": int}
+    Column("eligibility", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+# A template's stock split into one allotment per virtual shard, each row on the physical database
+# of its virtual shard: a claim decrements its own row (``WHERE remaining > 0``), never a global one.
+coupon_stock = Table(
+    "coupon_stock",
+    metadata,
+    Column("template_id", String(40), nullable=False),
+    Column("virtual_shard", Integer, nullable=False),
+    Column("allotment", BigInteger, nullable=False),
+    Column("remaining", BigInteger, nullable=False),
+    PrimaryKeyConstraint("template_id", "virtual_shard", name="pk_coupon_stock"),
+    CheckConstraint("remaining >= 0 AND remaining <= allotment", name="ck_coupon_stock"),
+)
+
+# Claims per (user, template), counted against ``per_user_limit`` by a conditional UPDATE.
+coupon_claims = Table(
+    "coupon_claims",
+    metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("template_id", String(40), nullable=False),
+    Column("claimed", Integer, nullable=False),
+    PrimaryKeyConstraint("user_id", "template_id", name="pk_coupon_claims"),
+    CheckConstraint("claimed >= 0", name="ck_coupon_claims"),
+)
+
+user_coupons = Table(
+    "user_coupons",
+    metadata,
+    Column("coupon_id", String(40), primary_key=True),
+    Column("code", String(24), nullable=False, unique=True),
+    Column("user_id", BigInteger, nullable=False),
+    Column("template_id", String(40), nullable=False),
+    # UNACTIVATED, ACTIVATED, LOCKED, USED, FROZEN, EXPIRED, REFUNDED (engine.domain.coupons.states)
+    Column("state", String(16), nullable=False),
+    # CLAIM (Issue(coupon), counted against the per-user limit) or ACTIVITY (a bundle).
+    Column("source", String(16), nullable=False),
+    Column("activity_id", String(40), nullable=False, server_default=""),
+    Column("claimed_at_us", BigInteger, nullable=False),
+    Column("expires_at_us", BigInteger, nullable=True),
+    # The charge (or till redemption) that holds or used it; empty otherwise.
+    Column("charge_id", String(40), nullable=False, server_default=""),
+    Column("transaction_id", String(40), nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    Index("ix_user_coupons_user", "user_id", "state"),
+    Index("ix_user_coupons_expiry", "state", "expires_at_us"),
+    Index("ix_user_coupons_template", "template_id", "user_id"),
+)
+
+# Every state change of a user coupon, in order: the coupon's own journal.
+coupon_events = Table(
+    "coupon_events",
+    metadata,
+    Column("event_id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("coupon_id", String(40), nullable=False),
+    Column("user_id", BigInteger, nullable=False),
+    Column("event", String(16), nullable=False),
+    Column("from_state", String(16), nullable=False),
+    Column("to_state", String(16), nullable=False),
+    # The charge, transaction or operator note behind the change.
+    Column("reference", String(160), nullable=False, server_default=""),
+    Column("created_at_us", BigInteger, nullable=False),
+    Index("ix_coupon_events_coupon", "coupon_id", "event_id"),
+)
+
+activities = Table(
+    "activities",
+    metadata,
+    Column("activity_id", String(40), primary_key=True),
+    Column("name", String(128), nullable=False),
+    # JSON lists: [{"template_id", "quantity", "points", "points_ttl_days"}] and the rules object.
+    Column("rewards", Text, nullable=False),
+    Column("rules", Text, nullable=False),
+    Column("valid_from_us", BigInteger, nullable=True),
+    Column("valid_until_us", BigInteger, nullable=True),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+# At most one bundle per (user, activity): the primary key is the guarantee.
+activity_grants = Table(
+    "activity_grants",
+    metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("activity_id", String(40), nullable=False),
+    Column("transaction_id", String(40), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "activity_id", name="pk_activity_grants"),
+)
+
 # Points are granted in lots; ``remaining`` is spendable, ``held`` is drawn by an authorization.
 points_lots = Table(
     "points_lots",

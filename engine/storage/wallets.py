@@ -1,4 +1,4 @@
-"""Reading a wallet: balances, live points lots, gift cards (and coupons once they exist)."""
+"""Reading a wallet: balances, live points lots, gift cards and coupons (every state)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from sqlalchemy import Connection, or_, select
 from engine.domain.money import Asset
 from engine.domain.results import BalanceView, GiftCardView, PointsLotView, WalletView
 from engine.storage.balances import read_balances
+from engine.storage.coupons import read_coupon_views
 from engine.storage.schema import accounts, gift_cards, points_lots
 
 #: A wallet view lists at most this many lots / cards; beyond that, paged queries are the tool.
@@ -74,6 +75,7 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
             )
             for row in cards
         ),
+        coupons=read_coupon_views(connection, user_id, now_us),
         frozen=bool(account.frozen) if account else False,
         points_debt=int(account.points_debt) if account else 0,
     )
