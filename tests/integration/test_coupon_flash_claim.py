@@ -54,18 +54,25 @@ def test_flash_claim_issues_exactly_the_stock(pg_shard_urls: list[str]) -> None:
         started = time.monotonic()
         with ThreadPoolExecutor(max_workers=WORKERS) as pool:
             outcomes = list(
-                pool.map(lambda attempt: (attempt, _claim(context, attempt[0], template_id, attempt[1])), attempts)
+                pool.map(
+                    lambda attempt: (attempt, _claim(context, attempt[0], template_id, attempt[1])), attempts
+                )
             )
         elapsed = time.monotonic() - started
 
-        fresh = [result for _attempt, result in outcomes if isinstance(result, IssueResult) and not result.replayed]
-        replays = [result for _attempt, result in outcomes if isinstance(result, IssueResult) and result.replayed]
+        fresh = [
+            result for _attempt, result in outcomes if isinstance(result, IssueResult) and not result.replayed
+        ]
+        replays = [
+            result for _attempt, result in outcomes if isinstance(result, IssueResult) and result.replayed
+        ]
         refusals = collections.Counter(
             result.reason.label for _attempt, result in outcomes if isinstance(result, CofferError)
         )
         print(
             f"\nflash claim: {len(attempts)} attempts in {elapsed:.1f}s "
-            f"({len(attempts) / elapsed:.0f}/s): {len(fresh)} issued, {len(replays)} replays, {dict(refusals)}"
+            f"({len(attempts) / elapsed:.0f}/s): {len(fresh)} issued, {len(replays)} replays, "
+            f"refused {dict(refusals)}"
         )
         assert len(fresh) == STOCK
         assert set(refusals) <= {"STOCK_EXHAUSTED", "CLAIM_LIMIT_REACHED"}
@@ -90,7 +97,9 @@ def test_flash_claim_issues_exactly_the_stock(pg_shard_urls: list[str]) -> None:
                 allotted += int(totals[0])
                 remaining += int(totals[1])
                 over = connection.execute(
-                    select(func.count()).where(coupon_claims.c.template_id == template_id, coupon_claims.c.claimed > 1)
+                    select(func.count()).where(
+                        coupon_claims.c.template_id == template_id, coupon_claims.c.claimed > 1
+                    )
                 ).scalar_one()
                 assert over == 0
         coupons = sum(holders.values())

@@ -68,7 +68,9 @@ def claim(
 ) -> IssueResult:
     return issue(
         context,
-        IssueCommand(idempotency_key or key("claim"), user_id, CouponClaimSpec(template_id), RequestContext()),
+        IssueCommand(
+            idempotency_key or key("claim"), user_id, CouponClaimSpec(template_id), RequestContext()
+        ),
     )
 
 

@@ -27,10 +27,15 @@ NO_THRESHOLD_5 = CouponRules(CouponType.NO_THRESHOLD, amount_off=500)
 
 
 def items(*lines: tuple[str, int, int]) -> tuple[LineItem, ...]:
-    return tuple(LineItem(f"sku-{index}", category, price, quantity) for index, (category, price, quantity) in enumerate(lines))
+    return tuple(
+        LineItem(f"sku-{index}", category, price, quantity)
+        for index, (category, price, quantity) in enumerate(lines)
+    )
 
 
-def discount(rules: CouponRules, amount: int, lines: tuple[LineItem, ...] = (), merchant: str = "m") -> int | str:
+def discount(
+    rules: CouponRules, amount: int, lines: tuple[LineItem, ...] = (), merchant: str = "m"
+) -> int | str:
     outcome = evaluate(rules, cart_of(amount, lines, merchant))
     return outcome.reason.label if isinstance(outcome, Rejection) else outcome
 
@@ -63,7 +68,9 @@ def discount(rules: CouponRules, amount: int, lines: tuple[LineItem, ...] = (), 
         (NO_THRESHOLD_5, 501, (), 500),
     ],
 )
-def test_discount_table(rules: CouponRules, amount: int, lines: tuple[LineItem, ...], expected: int | str) -> None:
+def test_discount_table(
+    rules: CouponRules, amount: int, lines: tuple[LineItem, ...], expected: int | str
+) -> None:
     assert discount(rules, amount, lines) == expected
 
 
@@ -112,8 +119,12 @@ def test_stacking_rules() -> None:
 def test_stacked_coupons_never_take_an_order_or_a_line_below_zero() -> None:
     lines = items(("veg", 300, 1), ("beer", 1000, 1))
     cart = cart_of(1300, lines, "m")
-    veg_5 = CouponRules(CouponType.NO_THRESHOLD, amount_off=500, stackable=True, scope=CouponScope(categories=("veg",)))
-    veg_2 = CouponRules(CouponType.NO_THRESHOLD, amount_off=200, stackable=True, scope=CouponScope(categories=("veg",)))
+    veg_5 = CouponRules(
+        CouponType.NO_THRESHOLD, amount_off=500, stackable=True, scope=CouponScope(categories=("veg",))
+    )
+    veg_2 = CouponRules(
+        CouponType.NO_THRESHOLD, amount_off=200, stackable=True, scope=CouponScope(categories=("veg",))
+    )
     applied = apply_coupons(cart, [("a", veg_5), ("b", veg_2)])
     # The first takes the veg line to zero; nothing is left for the second.
     assert not isinstance(applied, Applied)

@@ -15,7 +15,11 @@ PCT_10_CAP_30 = CouponRules(CouponType.PERCENT_OFF, discount_bps=1000, max_disco
 STACK_5 = CouponRules(CouponType.NO_THRESHOLD, amount_off=500, stackable=True)
 STACK_8 = CouponRules(CouponType.NO_THRESHOLD, amount_off=800, stackable=True)
 STACK_VEG_15 = CouponRules(
-    CouponType.FIXED_OFF, amount_off=1500, min_spend=5000, stackable=True, scope=CouponScope(categories=("veg",))
+    CouponType.FIXED_OFF,
+    amount_off=1500,
+    min_spend=5000,
+    stackable=True,
+    scope=CouponScope(categories=("veg",)),
 )
 
 WALLET = [
@@ -49,7 +53,9 @@ WALLET = [
 def test_best_choice_on_tabled_carts(
     amount: int, lines: tuple[tuple[str, int, int], ...], best: tuple[str, ...], total: int
 ) -> None:
-    items = tuple(LineItem(f"sku{index}", category, price, qty) for index, (category, price, qty) in enumerate(lines))
+    items = tuple(
+        LineItem(f"sku{index}", category, price, qty) for index, (category, price, qty) in enumerate(lines)
+    )
     choice = best_combination(cart_of(amount, items, "m"), WALLET)
     assert choice.coupon_ids == best
     assert choice.total == total
