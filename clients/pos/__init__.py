@@ -1,0 +1,1 @@
+"""The cashier's POS CLI (``python -m clients.pos`` / ``coffer-pos``); see :mod:`clients.pos.cli`."""
