@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import signal
@@ -108,6 +109,7 @@ class EngineServer:
         )
         self.port = self.server.add_insecure_port(settings.listen)
         self._stopping = asyncio.Event()
+        self._job_task: asyncio.Task[None] | None = None
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -123,10 +125,31 @@ class EngineServer:
         await asyncio.get_running_loop().run_in_executor(None, wait_for_shards, self.router)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving on %d shard(s)", self.router.physical_count)
+        if self.settings.job_interval_seconds > 0:
+            self._job_task = asyncio.create_task(self._run_jobs_periodically())
+
+    async def _run_jobs_periodically(self) -> None:
+        """The expiry job every ``job_interval_seconds``, on the use-case thread pool; a failed
+        run is logged and the next one comes at the next interval."""
+        from engine.jobs.run import run_expire
+
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.settings.job_interval_seconds)
+            try:
+                await loop.run_in_executor(self.runner.executor, run_expire, self.context)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("scheduled expiry job failed")
 
     async def stop(self) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get a bounded grace."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._job_task is not None:
+            self._job_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._job_task
         await self.server.stop(self.settings.shutdown_grace_seconds)
         self.runner.shutdown()
         self.router.dispose()

@@ -38,6 +38,8 @@ class Settings:
     points_cap_bps: int = 5000
     #: Points earned per fen captured, in bps (0: earning is off).
     points_earn_bps: int = 0
+    #: Lifetime of a lot of earned points (0: never expires).
+    points_earn_ttl_days: int = 365
     #: How long an authorization holds its legs before the expiry job releases them.
     hold_ttl_seconds: int = 7 * 24 * 3600
     #: How often the server runs the expiry job itself (0: never).

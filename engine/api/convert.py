@@ -27,6 +27,7 @@ from engine.domain.results import (
     CouponView,
     GiftCardView,
     PointsLotView,
+    RedeemResult,
     RefundView,
     TransactionView,
     WalletView,
@@ -165,6 +166,35 @@ def refund_from_proto(request: engine_pb2.RefundRequest) -> commands.RefundComma
         items=tuple(commands.RefundItem(item.sku, item.quantity) for item in request.items),
         reason=request.reason,
         context=context_from_proto(request.context),
+    )
+
+
+def capture_from_proto(request: engine_pb2.CaptureRequest) -> commands.CaptureCommand:
+    return commands.CaptureCommand(
+        idempotency_key=request.idempotency_key,
+        charge_id=request.charge_id,
+        amount=request.amount,
+        context=context_from_proto(request.context),
+    )
+
+
+def void_from_proto(request: engine_pb2.VoidRequest) -> commands.VoidCommand:
+    return commands.VoidCommand(
+        idempotency_key=request.idempotency_key,
+        charge_id=request.charge_id,
+        context=context_from_proto(request.context),
+    )
+
+
+def redeem_to_proto(result: RedeemResult) -> engine_pb2.RedeemResponse:
+    return engine_pb2.RedeemResponse(
+        transaction_id=result.transaction_id,
+        discount=result.discount,
+        amount=result.amount,
+        replayed=result.replayed,
+        gift_card=gift_card_to_proto(result.gift_card) if result.gift_card else None,
+        wallet=wallet_to_proto(result.wallet) if result.wallet else None,
+        coupon=coupon_to_proto(result.coupon) if result.coupon else None,
     )
 
 

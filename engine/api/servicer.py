@@ -9,10 +9,14 @@ import grpc
 from coffer.v1 import common_pb2, engine_pb2, engine_pb2_grpc
 from engine.api import convert
 from engine.api.runner import UseCaseRunner
+from engine.service import capture as capture_service
 from engine.service import charge as charge_service
+from engine.service import gift_cards as gift_card_service
 from engine.service import issue as issue_service
 from engine.service import queries
+from engine.service import redeem as redeem_service
 from engine.service import refund as refund_service
+from engine.service import void as void_service
 from engine.service.context import EngineContext
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -72,16 +76,30 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
     async def Capture(
         self, request: engine_pb2.CaptureRequest, context: Context
     ) -> engine_pb2.CaptureResponse:
-        await self.runner.unimplemented(context, "Capture")
-        raise AssertionError("unreachable")
+        def work() -> engine_pb2.CaptureResponse:
+            result = capture_service.capture(self.engine, convert.capture_from_proto(request))
+            return engine_pb2.CaptureResponse(
+                charge=convert.charge_to_proto(result.charge), replayed=result.replayed
+            )
+
+        return await self.runner.run(context, work)
 
     async def Void(self, request: engine_pb2.VoidRequest, context: Context) -> engine_pb2.VoidResponse:
-        await self.runner.unimplemented(context, "Void")
-        raise AssertionError("unreachable")
+        def work() -> engine_pb2.VoidResponse:
+            result = void_service.void(self.engine, convert.void_from_proto(request))
+            return engine_pb2.VoidResponse(
+                charge=convert.charge_to_proto(result.charge), replayed=result.replayed
+            )
+
+        return await self.runner.run(context, work)
 
     async def Redeem(self, request: engine_pb2.RedeemRequest, context: Context) -> engine_pb2.RedeemResponse:
-        await self.runner.unimplemented(context, "Redeem")
-        raise AssertionError("unreachable")
+        def work() -> engine_pb2.RedeemResponse:
+            self._currency(request.currency)
+            result = redeem_service.redeem(self.engine, convert.redeem_from_proto(request))
+            return convert.redeem_to_proto(result)
+
+        return await self.runner.run(context, work)
 
     async def QuoteCharge(
         self, request: engine_pb2.ChargeRequest, context: Context
@@ -94,12 +112,13 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
 
         return await self.runner.run(context, work)
 
-
     async def GetGiftCard(
         self, request: engine_pb2.GetGiftCardRequest, context: Context
     ) -> common_pb2.GiftCard:
-        await self.runner.unimplemented(context, "GetGiftCard")
-        raise AssertionError("unreachable")
+        return await self.runner.run(
+            context,
+            lambda: convert.gift_card_to_proto(gift_card_service.get_gift_card(self.engine, request.code)),
+        )
 
     async def GetWallet(self, request: engine_pb2.GetWalletRequest, context: Context) -> common_pb2.Wallet:
         return await self.runner.run(

@@ -20,6 +20,9 @@ account                         asset  what a credit (+) / debit (-) means
 ``points_expired``              POINTS points whose lot expired
 ``points_funding``              CASH   the platform paying a merchant (or a user) the cash value
                                        of points spent
+``points_debt`` (per user)      POINTS points a refund clawed back after they were spent: a
+                                       receivable (negative), settled from future grants;
+                                       ``accounts.points_debt`` is its cache
 ``coins_issued``                COINS  coins granted to users for free
 ``coins_redeemed``              COINS  coins spent on orders
 ``coins_funding``               CASH   the cash value of coins spent
@@ -70,6 +73,7 @@ POINTS_FUNDING = "points_funding"
 COINS_ISSUED = "coins_issued"
 COINS_REDEEMED = "coins_redeemed"
 COINS_FUNDING = "coins_funding"
+POINTS_DEBT = "points_debt"
 
 
 def topup_clearing(payment_channel: str) -> str:
@@ -108,6 +112,11 @@ def user_entry(
 
 def gift_card_entry(user_id: int, code: str, amount: int, bucket: Bucket = Bucket.AVAILABLE) -> Entry:
     return Entry(GIFT_CARD_ACCOUNT, Asset.CASH, amount, user_id=user_id, bucket=bucket, instrument=code)
+
+
+def points_debt_entry(user_id: int, amount: int) -> Entry:
+    """The user's points debt account (a receivable: negative while points are owed)."""
+    return Entry(POINTS_DEBT, Asset.POINTS, amount, user_id=user_id)
 
 
 def system_entry(account: str, asset: Asset, amount: int, instrument: str = "") -> Entry:

@@ -29,6 +29,7 @@ from engine.service.coupon_legs import resolve_coupon_discounts, take_coupons
 from engine.service.gift_card_legs import resolve_gift_cards, take_gift_card
 from engine.service.idempotent import execute_idempotent
 from engine.service.legs import LegMove, LegScope, take
+from engine.service.points_grants import earn_points
 from engine.storage.accounts import require_not_frozen
 from engine.storage.charges import insert_legs, live_charge_for_order
 from engine.storage.ledger import append_transaction
@@ -188,6 +189,9 @@ def _charge(
         ],
     )
     _insert_items(connection, charge_id, command, discount_shares)
+    if not hold:
+        # An immediate charge is captured at once: it earns points on what was not paid in points.
+        earn_points(context, scope, transaction_id=transaction_id, base=plan.paid_amount - plan.points_value)
     append_transaction(
         connection,
         transaction_id=transaction_id,

@@ -3,16 +3,16 @@ activities live in their own modules and are dispatched from here)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from engine.domain import ids
 from engine.domain.commands import (
     ActivitySpec,
     CoinsSpec,
     CouponClaimSpec,
+    GiftCardSpec,
     IssueCommand,
     PointsSpec,
     TopUpSpec,
@@ -20,7 +20,6 @@ from engine.domain.commands import (
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import (
     COINS_ISSUED,
-    POINTS_ISSUED,
     Posting,
     TransactionType,
     system_entry,
@@ -29,15 +28,14 @@ from engine.domain.ledger import (
 )
 from engine.domain.money import Asset, require_positive_amount
 from engine.domain.results import IssueResult
-from engine.domain.serialization import loads
 from engine.domain.validation import require_idempotency_key, require_reference, require_text, require_user_id
+from engine.service.channel_transactions import claim_channel_transaction
 from engine.service.context import EngineContext
 from engine.service.idempotent import execute_idempotent
+from engine.service.points_grants import grant_lot
 from engine.storage.accounts import ensure_account
 from engine.storage.balances import credit_available
-from engine.storage.dialect import insert_or_ignore
 from engine.storage.ledger import append_transaction
-from engine.storage.schema import channel_transactions, idempotency_keys, points_lots
 from engine.storage.wallets import read_wallet
 
 MICROSECONDS_PER_DAY = 86_400 * 1_000_000
@@ -84,6 +82,15 @@ def issue(context: EngineContext, command: IssueCommand) -> IssueResult:
             command,
             lambda connection, now_us: _grant_coins(context, connection, command, spec, now_us),
         )
+    if isinstance(spec, GiftCardSpec):
+        from engine.service.gift_cards import issue_gift_card, validate_gift_card_issue
+
+        validate_gift_card_issue(spec)
+        return _run(
+            context,
+            command,
+            lambda connection, now_us: issue_gift_card(context, connection, command, spec, now_us),
+        )
     if isinstance(spec, CouponClaimSpec):
         from engine.service.coupon_claims import claim_coupon
 
@@ -121,29 +128,19 @@ def _top_up(
 ) -> IssueResult:
     user_id = command.user_id
     transaction_id = new_transaction_id(context, user_id, now_us)
-    claimed = insert_or_ignore(
+    replay = claim_channel_transaction(
         connection,
-        channel_transactions,
-        {
-            "user_id": user_id,
-            "payment_channel": spec.payment_channel,
-            "channel_txn_id": spec.channel_txn_id,
-            "kind": f"TOP_UP:{spec.asset.value}",
-            "amount": spec.amount,
-            "idempotency_key": command.idempotency_key,
-            "transaction_id": transaction_id,
-            "created_at_us": now_us,
-        },
+        user_id=user_id,
+        payment_channel=spec.payment_channel,
+        channel_txn_id=spec.channel_txn_id,
+        kind=f"TOP_UP:{spec.asset.value}",
+        amount=spec.amount,
+        idempotency_key=command.idempotency_key,
+        transaction_id=transaction_id,
+        now_us=now_us,
     )
-    if not claimed:
-        return _replay_channel_transaction(
-            connection,
-            user_id,
-            spec.payment_channel,
-            spec.channel_txn_id,
-            f"TOP_UP:{spec.asset.value}",
-            spec.amount,
-        )
+    if replay is not None:
+        return replay
     ensure_account(connection, user_id, context.router.virtual_shard_of_user(user_id), now_us)
     credit_available(connection, user_id, spec.asset, spec.amount)
     posting = Posting()
@@ -164,36 +161,6 @@ def _top_up(
     return IssueResult(transaction_id=transaction_id, wallet=read_wallet(connection, user_id, now_us))
 
 
-def _replay_channel_transaction(
-    connection: Connection, user_id: int, payment_channel: str, channel_txn_id: str, kind: str, amount: int
-) -> IssueResult:
-    """A payment callback retried under a new key: the original answer, or a conflict."""
-    original = connection.execute(
-        select(channel_transactions).where(
-            channel_transactions.c.user_id == user_id,
-            channel_transactions.c.payment_channel == payment_channel,
-            channel_transactions.c.channel_txn_id == channel_txn_id,
-        )
-    ).one()
-    if original.amount != amount or original.kind != kind:
-        raise CofferError(
-            Reason.CHANNEL_TXN_CONFLICT,
-            f"{payment_channel} transaction {channel_txn_id} was already credited with another amount",
-            metadata={
-                "payment_channel": payment_channel,
-                "channel_txn_id": channel_txn_id,
-                "transaction_id": original.transaction_id,
-            },
-        )
-    response = connection.execute(
-        select(idempotency_keys.c.response).where(
-            idempotency_keys.c.user_id == user_id,
-            idempotency_keys.c.idempotency_key == original.idempotency_key,
-        )
-    ).scalar_one()
-    return dataclasses.replace(loads(IssueResult, response), replayed=True)
-
-
 def _grant_points(
     context: EngineContext, connection: Connection, command: IssueCommand, spec: PointsSpec, now_us: int
 ) -> IssueResult:
@@ -202,24 +169,17 @@ def _grant_points(
     ensure_account(connection, user_id, context.router.virtual_shard_of_user(user_id), now_us)
     lot_id = ids.new_id("lot", context.router.virtual_shard_of_user(user_id), now_us // 1000)
     expires_at_us = None if spec.ttl_days == 0 else now_us + spec.ttl_days * MICROSECONDS_PER_DAY
-    credit_available(connection, user_id, Asset.POINTS, spec.points)
-    connection.execute(
-        points_lots.insert().values(
-            lot_id=lot_id,
-            user_id=user_id,
-            granted=spec.points,
-            remaining=spec.points,
-            held=0,
-            expires_at_us=expires_at_us,
-            granted_at_us=now_us,
-            expired_at_us=None,
-            transaction_id=transaction_id,
-        )
-    )
     posting = Posting()
-    posting.move(
-        system_entry(POINTS_ISSUED, Asset.POINTS, spec.points),
-        user_entry(user_id, Asset.POINTS, spec.points, instrument=lot_id),
+    # A points debt (earned points clawed back after they were spent) is paid from the grant first.
+    grant_lot(
+        connection,
+        user_id=user_id,
+        lot_id=lot_id,
+        points=spec.points,
+        expires_at_us=expires_at_us,
+        now_us=now_us,
+        transaction_id=transaction_id,
+        posting=posting,
     )
     append_transaction(
         connection,

@@ -131,3 +131,31 @@ def give_back(scope: LegScope, leg: LegMove) -> None:
         system_entry(_REDEEMED[asset], asset, leg.units),
         user_entry(scope.user_id, asset, leg.units),
     )
+
+
+def settle(scope: LegScope, leg: LegMove) -> None:
+    """Capture: ``leg`` (a part of the held value) leaves the user's ``held`` for the merchant."""
+    asset = _asset(leg.kind)
+    # The balance row first, then the lots: the lock order every use case follows.
+    balances.settle_held(scope.connection, scope.user_id, asset, leg.units)
+    _pay_merchant(scope, asset, leg, Bucket.HELD)
+    if asset is Asset.POINTS:
+        from engine.service.points_holds import settle_held_points
+
+        settle_held_points(scope, leg.units)
+
+
+def release(scope: LegScope, leg: LegMove) -> None:
+    """Void, hold expiry, the uncaptured rest of a partial capture: held value returns to the
+    user's ``available`` (points to the lots they came from)."""
+    asset = _asset(leg.kind)
+    if asset is Asset.POINTS:
+        from engine.service.points_holds import release_held_points
+
+        release_held_points(scope, leg)
+        return
+    balances.release(scope.connection, scope.user_id, asset, leg.units)
+    scope.posting.move(
+        user_entry(scope.user_id, asset, leg.units, Bucket.HELD),
+        user_entry(scope.user_id, asset, leg.units, Bucket.AVAILABLE),
+    )

@@ -27,6 +27,7 @@ from engine.service.coupon_legs import after_full_refund
 from engine.service.gift_card_legs import give_back_gift_card
 from engine.service.idempotent import execute_idempotent
 from engine.service.legs import LegMove, LegScope, give_back
+from engine.service.points_grants import claw_back_points
 from engine.storage.charges import charge_view, lock_charge, read_charge_row, read_legs
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
@@ -210,6 +211,8 @@ def _refund(
         raise CofferError(Reason.CONTENTION, "the charge changed during the refund; retry")
     if status == "REFUNDED":
         after_full_refund(scope, row.charge_id)
+    # Points this order earned go back in proportion to what has now been refunded.
+    claw_back_points(scope, row, refunded_total)
 
     virtual_shard = context.router.virtual_shard_of_user(row.user_id)
     refund_id = ids.new_id("rf", virtual_shard, now_us // 1000)

@@ -196,6 +196,47 @@ def charge_amounts_ordered(connection: Connection) -> list[Violation]:
     return violations
 
 
+def instrument_holds_match(connection: Connection) -> list[Violation]:
+    """Two-phase charges: each gift card's buckets equal their entries, each lot's ``held`` is
+    what the charges' draws still hold, and each user's points debt equals the ``points_debt``
+    ledger account (a receivable, so minus the debt)."""
+    violations: list[Violation] = []
+    for bucket in ("available", "held"):
+        rows = _rows(
+            connection,
+            f"SELECT g.code, g.{bucket}, COALESCE(e.total, 0) FROM gift_cards g "
+            "LEFT JOIN (SELECT instrument, SUM(amount) AS total FROM ledger_entries "
+            f" WHERE account = 'gift_card' AND bucket = '{bucket}' GROUP BY instrument) e "
+            f"ON e.instrument = g.code WHERE g.{bucket} <> COALESCE(e.total, 0)",
+        )
+        violations += [
+            Violation("1.gift_card_bucket_equals_ledger", f"card {code} {bucket}: {value} vs ledger {ledger}")
+            for code, value, ledger in rows
+        ]
+    rows = _rows(
+        connection,
+        "SELECT l.lot_id, l.held, COALESCE(d.total, 0) FROM points_lots l "
+        "LEFT JOIN (SELECT lot_id, SUM(held) AS total FROM lot_draws GROUP BY lot_id) d "
+        "ON d.lot_id = l.lot_id WHERE l.held <> COALESCE(d.total, 0)",
+    )
+    violations += [
+        Violation("1.lot_held_equals_draws", f"lot {lot}: held {held} but draws hold {draws}")
+        for lot, held, draws in rows
+    ]
+    rows = _rows(
+        connection,
+        "SELECT a.user_id, a.points_debt, COALESCE(e.total, 0) FROM accounts a "
+        "LEFT JOIN (SELECT user_id, SUM(amount) AS total FROM ledger_entries "
+        " WHERE account = 'points_debt' GROUP BY user_id) e ON e.user_id = a.user_id "
+        "WHERE a.points_debt <> -COALESCE(e.total, 0)",
+    )
+    violations += [
+        Violation("1.points_debt_equals_ledger", f"user {user}: debt {debt} but ledger {ledger}")
+        for user, debt, ledger in rows
+    ]
+    return violations
+
+
 CHECKS: list[Check] = [
     transactions_balance,
     balances_match_entries,
@@ -207,6 +248,7 @@ CHECKS: list[Check] = [
     one_credit_per_channel_transaction,
     one_live_charge_per_order,
     charge_amounts_ordered,
+    instrument_holds_match,
 ]
 
 

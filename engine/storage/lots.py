@@ -47,7 +47,39 @@ def apply_draws(connection: Connection, charge_id: str, draws: list[LotDraw], *,
         connection.execute(
             lot_draws.insert(),
             [
-                {"charge_id": charge_id, "lot_id": draw.lot_id, "points": draw.points, "returned": 0}
+                {
+                    "charge_id": charge_id,
+                    "lot_id": draw.lot_id,
+                    "points": draw.points,
+                    "returned": 0,
+                    "held": draw.points if hold else 0,
+                }
                 for draw in draws
             ],
         )
+
+
+def insert_lot(
+    connection: Connection,
+    *,
+    lot_id: str,
+    user_id: int,
+    points: int,
+    expires_at_us: int | None,
+    now_us: int,
+    transaction_id: str,
+) -> None:
+    """A new lot of ``points`` (the caller credits the POINTS balance and writes the entry)."""
+    connection.execute(
+        points_lots.insert().values(
+            lot_id=lot_id,
+            user_id=user_id,
+            granted=points,
+            remaining=points,
+            held=0,
+            expires_at_us=expires_at_us,
+            granted_at_us=now_us,
+            expired_at_us=None,
+            transaction_id=transaction_id,
+        )
+    )

@@ -156,6 +156,11 @@ charges = Table(
     Column("breakdown", Text, nullable=False),
     Column("created_at_us", BigInteger, nullable=False),
     Column("updated_at_us", BigInteger, nullable=False),
+    # Points earned by this charge on capture (``points_earn_bps``), the lot that holds them, and
+    # how many refunds have clawed back so far (docs/two-phase-and-instruments.md).
+    Column("points_earned", BigInteger, nullable=False, server_default=text("0")),
+    Column("points_earned_lot_id", String(40), nullable=False, server_default=""),
+    Column("points_clawed_back", BigInteger, nullable=False, server_default=text("0")),
     CheckConstraint(
         "refunded_amount <= captured_amount AND captured_amount + released_amount <= authorized_amount",
         name="ck_charges_amounts",
@@ -368,8 +373,12 @@ lot_draws = Table(
     Column("charge_id", String(40), nullable=False),
     Column("lot_id", String(40), nullable=False),
     Column("points", BigInteger, nullable=False),
+    # Given back to the lot: released by a Void / expiry / partial capture, or refunded.
     Column("returned", BigInteger, nullable=False, server_default=text("0")),
+    # Still held by the authorization (settled by Capture or released); 0 for immediate charges.
+    Column("held", BigInteger, nullable=False, server_default=text("0")),
     PrimaryKeyConstraint("charge_id", "lot_id", name="pk_lot_draws"),
+    CheckConstraint("held >= 0 AND returned >= 0 AND returned + held <= points", name="ck_lot_draws"),
 )
 
 gift_cards = Table(
@@ -386,4 +395,17 @@ gift_cards = Table(
     Column("updated_at_us", BigInteger, nullable=False),
     CheckConstraint("available >= 0 AND held >= 0", name="ck_gift_cards_non_negative"),
     Index("ix_gift_cards_user", "user_id"),
+    Index("ix_gift_cards_expiry", "state", "expires_at_us"),
+)
+
+# Points exchanged for cash per user and business-time-zone calendar day (the daily cap).
+points_exchange_days = Table(
+    "points_exchange_days",
+    metadata,
+    Column("user_id", BigInteger, nullable=False),
+    # ISO date (YYYY-MM-DD) in ``COFFER_TIMEZONE``.
+    Column("day", String(10), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    PrimaryKeyConstraint("user_id", "day", name="pk_points_exchange_days"),
+    CheckConstraint("points >= 0", name="ck_points_exchange_days"),
 )

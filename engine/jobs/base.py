@@ -1,0 +1,36 @@
+"""What an expiry task is; :mod:`engine.jobs.registry` lists them.
+
+A task works in keyset-paged batches: ``run_batch(context, shard, now_us, limit, after)`` looks
+at up to ``limit`` due items whose key sorts after ``after`` (``""`` for the first batch),
+resolves each one in its own transaction (re-checking under a lock that it is still due, so a
+concurrent Capture/Void or a second job run changes nothing twice), and reports what it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.service.context import EngineContext
+from engine.storage.router import Shard
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    #: Due items looked at in this batch (a batch shorter than its limit is the last one).
+    seen: int
+    #: Items this batch actually changed (0 on a second run).
+    changed: int
+    #: The key of the last item looked at: where the next batch starts.
+    last_key: str
+    #: Items that could not be resolved this run (logged; the next run retries them).
+    failed: int = 0
+
+
+BatchRunner = Callable[[EngineContext, Shard, int, int, str], BatchOutcome]
+
+
+@dataclass(frozen=True)
+class ExpireTask:
+    name: str
+    run_batch: BatchRunner

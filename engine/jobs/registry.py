@@ -1,0 +1,16 @@
+"""The expiry job's tasks: a feature with something that expires appends an
+:class:`~engine.jobs.base.ExpireTask` to :data:`EXPIRE_TASKS`; ``python -m engine.jobs expire``
+and the server's schedule run them all, in this order.
+"""
+
+from __future__ import annotations
+
+from engine.jobs.base import ExpireTask
+from engine.jobs.expire import expire_gift_cards, expire_holds, expire_points_lots
+
+#: Holds first: releasing a hold gives value back to lots and cards before those are looked at.
+EXPIRE_TASKS: list[ExpireTask] = [
+    ExpireTask("holds", expire_holds),
+    ExpireTask("points_lots", expire_points_lots),
+    ExpireTask("gift_cards", expire_gift_cards),
+]

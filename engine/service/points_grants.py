@@ -1,0 +1,180 @@
+"""Granting points lots (settling a points debt first), earning points on capture, and clawing
+earned points back when the order is refunded (CONTRACT §3 Refund, docs/two-phase-and-instruments.md).
+
+* Every grant is a lot with its own expiry. If the user owes points (``accounts.points_debt``),
+  the grant pays the debt first: the lot keeps only what is left over.
+* Earning: a capture (an immediate charge, or ``Capture``) earns
+  ``floor(base × points_earn_bps / 10000)`` points, where ``base`` is the captured value paid
+  with cash, gift cards and coins (value paid with points earns nothing). The lot expires after
+  ``points_earn_ttl_days``.
+* Claw-back: after a refund the charge has clawed back
+  ``floor(earned × refunded / captured)`` in total (all of it once fully refunded). Each
+  claw-back takes first from the earned lot's unspent points, then from the user's other live
+  lots, oldest expiry first; what the user no longer has becomes ``points_debt``.
+
+Ledger: a grant is ``points_issued -> user`` (and ``points_issued -> points_debt`` for the part
+that pays a debt); a claw-back is the reverse, ``user -> points_issued`` and, for the shortfall,
+``points_debt -> points_issued`` — so the per-user ``points_debt`` account is minus the debt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, select
+
+from engine.domain import ids
+from engine.domain.errors import require
+from engine.domain.ledger import POINTS_ISSUED, Posting, points_debt_entry, system_entry, user_entry
+from engine.domain.money import Asset, apply_bps_floor
+from engine.domain.points_fifo import spending_order
+from engine.service.context import EngineContext
+from engine.service.legs import LegScope
+from engine.storage.accounts import ensure_account
+from engine.storage.balances import credit_available, debit_available
+from engine.storage.lots import read_spendable_lots
+from engine.storage.schema import accounts, balances, charges, points_lots
+
+MICROSECONDS_PER_DAY = 86_400 * 1_000_000
+
+
+def grant_lot(
+    connection: Connection,
+    *,
+    user_id: int,
+    lot_id: str,
+    points: int,
+    expires_at_us: int | None,
+    now_us: int,
+    transaction_id: str,
+    posting: Posting,
+) -> int:
+    """Insert a lot of ``points`` (after paying any points debt) and post the grant.
+
+    The account row must exist. Returns the points that went to the lot.
+    """
+    debt = connection.execute(
+        select(accounts.c.points_debt).where(accounts.c.user_id == user_id).with_for_update()
+    ).scalar_one()
+    paid = min(int(debt), points)
+    if paid:
+        updated = connection.execute(
+            accounts.update()
+            .where(accounts.c.user_id == user_id, accounts.c.points_debt >= paid)
+            .values(points_debt=accounts.c.points_debt - paid)
+        )
+        require(updated.rowcount == 1, "the locked points debt covers what is paid")
+    kept = points - paid
+    credit_available(connection, user_id, Asset.POINTS, kept)
+    connection.execute(
+        points_lots.insert().values(
+            lot_id=lot_id,
+            user_id=user_id,
+            granted=points,
+            remaining=kept,
+            held=0,
+            expires_at_us=expires_at_us,
+            granted_at_us=now_us,
+            expired_at_us=None,
+            transaction_id=transaction_id,
+        )
+    )
+    posting.move(
+        system_entry(POINTS_ISSUED, Asset.POINTS, kept),
+        user_entry(user_id, Asset.POINTS, kept, instrument=lot_id),
+    )
+    posting.move(system_entry(POINTS_ISSUED, Asset.POINTS, paid), points_debt_entry(user_id, paid))
+    return kept
+
+
+def lock_points_balance(connection: Connection, user_id: int) -> None:
+    """Take the POINTS balance row's lock (PostgreSQL; SQLite already serializes writers)."""
+    connection.execute(
+        select(balances.c.available)
+        .where(balances.c.user_id == user_id, balances.c.asset == Asset.POINTS.value)
+        .with_for_update()
+    ).first()
+
+
+def earn_points(context: EngineContext, scope: LegScope, *, transaction_id: str, base: int) -> int:
+    """Grant the points a capture of ``base`` fen earns; records them on the charge row."""
+    points = apply_bps_floor(base, context.settings.points_earn_bps)
+    if points <= 0:
+        return 0
+    virtual_shard = context.router.virtual_shard_of_user(scope.user_id)
+    ensure_account(scope.connection, scope.user_id, virtual_shard, scope.now_us)
+    lot_id = ids.new_id("lot", virtual_shard, scope.now_us // 1000)
+    ttl_days = context.settings.points_earn_ttl_days
+    grant_lot(
+        scope.connection,
+        user_id=scope.user_id,
+        lot_id=lot_id,
+        points=points,
+        expires_at_us=None if ttl_days <= 0 else scope.now_us + ttl_days * MICROSECONDS_PER_DAY,
+        now_us=scope.now_us,
+        transaction_id=transaction_id,
+        posting=scope.posting,
+    )
+    scope.connection.execute(
+        charges.update()
+        .where(charges.c.charge_id == scope.charge_id)
+        .values(points_earned=points, points_earned_lot_id=lot_id)
+    )
+    return points
+
+
+def claw_back_points(scope: LegScope, charge_row: Row[Any], refunded_total: int) -> int:
+    """After a refund bringing the charge to ``refunded_total``: take back the earned points in
+    proportion. Returns the points clawed back by this call (taken or turned into debt)."""
+    earned = int(charge_row.points_earned)
+    captured = int(charge_row.captured_amount)
+    if earned == 0 or captured == 0:
+        return 0
+    target = earned if refunded_total >= captured else (earned * refunded_total) // captured
+    claw = target - int(charge_row.points_clawed_back)
+    if claw <= 0:
+        return 0
+    connection = scope.connection
+    # The POINTS balance row before the lots: the lock order every use case follows.
+    lock_points_balance(connection, scope.user_id)
+    lots = read_spendable_lots(connection, scope.user_id, scope.now_us)
+    earned_lot = [lot for lot in lots if lot.lot_id == charge_row.points_earned_lot_id]
+    others = spending_order([lot for lot in lots if lot.lot_id != charge_row.points_earned_lot_id])
+    remaining = claw
+    taken = 0
+    for lot in earned_lot + others:
+        if remaining == 0:
+            break
+        take = min(lot.remaining, remaining)
+        updated = connection.execute(
+            points_lots.update()
+            .where(points_lots.c.lot_id == lot.lot_id, points_lots.c.remaining >= take)
+            .values(remaining=points_lots.c.remaining - take)
+        )
+        require(updated.rowcount == 1, f"locked points lot {lot.lot_id} holds {take}")
+        scope.posting.move(
+            user_entry(scope.user_id, Asset.POINTS, take, instrument=lot.lot_id),
+            system_entry(POINTS_ISSUED, Asset.POINTS, take, instrument=lot.lot_id),
+        )
+        remaining -= take
+        taken += take
+    debit_available(connection, scope.user_id, Asset.POINTS, taken)
+    if remaining:
+        connection.execute(
+            accounts.update()
+            .where(accounts.c.user_id == scope.user_id)
+            .values(points_debt=accounts.c.points_debt + remaining)
+        )
+        scope.posting.move(
+            points_debt_entry(scope.user_id, remaining), system_entry(POINTS_ISSUED, Asset.POINTS, remaining)
+        )
+    updated = connection.execute(
+        charges.update()
+        .where(
+            charges.c.charge_id == charge_row.charge_id,
+            charges.c.points_clawed_back == charge_row.points_clawed_back,
+        )
+        .values(points_clawed_back=target)
+    )
+    require(updated.rowcount == 1, "the locked charge's claw-back did not move")
+    return claw

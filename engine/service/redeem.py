@@ -1,0 +1,46 @@
+"""Redeem: value used at a till or converted — dispatched by what is redeemed.
+
+* ``coupon_code``: a coupon redeemed at the till (:mod:`engine.service.coupon_redemption`).
+* ``gift_card``: a till redemption of a gift card (:mod:`engine.service.gift_cards`).
+* ``points_exchange``: points converted to cash (:mod:`engine.service.points_exchange`).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from engine.domain.commands import (
+    CouponCodeRedemptionSpec,
+    GiftCardRedemptionSpec,
+    PointsExchangeSpec,
+    RedeemCommand,
+)
+from engine.domain.errors import CofferError, Reason, invalid_argument
+from engine.domain.results import RedeemResult
+from engine.service.context import EngineContext
+
+
+def redeem(context: EngineContext, command: RedeemCommand) -> RedeemResult:
+    spec = command.spec
+    if isinstance(spec, GiftCardRedemptionSpec):
+        from engine.service.gift_cards import redeem_gift_card
+
+        return redeem_gift_card(context, command, spec)
+    if isinstance(spec, PointsExchangeSpec):
+        from engine.service.points_exchange import exchange_points
+
+        return exchange_points(context, command, spec)
+    if isinstance(spec, CouponCodeRedemptionSpec):
+        return _redeem_coupon_code(context, command)
+    raise invalid_argument("kind", "name one of coupon_code, gift_card, points_exchange")
+
+
+def _redeem_coupon_code(context: EngineContext, command: RedeemCommand) -> RedeemResult:
+    try:
+        module = importlib.import_module("engine.service.coupon_redemption")
+    except ModuleNotFoundError as error:
+        if error.name != "engine.service.coupon_redemption":
+            raise
+        raise CofferError(Reason.NOT_IMPLEMENTED, "coupon-code redemption is not available yet") from error
+    result: RedeemResult = module.redeem_coupon_code(context, command)
+    return result

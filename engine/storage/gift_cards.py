@@ -1,0 +1,89 @@
+"""Gift-card rows: every balance change is one conditional UPDATE that also moves the state.
+
+States: ACTIVE (usable), FROZEN (by an operator or risk control), EXPIRED (past ``expires_at``;
+effective at that instant, recorded by the expiry job), EMPTY (``available`` and ``held`` both 0;
+back to ACTIVE when a reload or a refund puts value on it again). The balance of an EXPIRED card
+stays on it as the float's liability (docs/two-phase-and-instruments.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, case, or_, select
+
+from engine.domain.money import MAX_BALANCE_FEN
+from engine.domain.results import GiftCardView
+from engine.storage.schema import gift_cards
+
+ACTIVE = "ACTIVE"
+FROZEN = "FROZEN"
+EXPIRED = "EXPIRED"
+EMPTY = "EMPTY"
+
+
+def effective_state(state: str, expires_at_us: int | None, now_us: int) -> str:
+    """A card past its expiry is EXPIRED at that instant, before the job records it."""
+    if state in (ACTIVE, EMPTY, FROZEN) and expires_at_us is not None and expires_at_us <= now_us:
+        return EXPIRED
+    return state
+
+
+def view_of(row: Row[Any], now_us: int) -> GiftCardView:
+    return GiftCardView(
+        code=row.code,
+        balance=row.available,
+        held=row.held,
+        state=effective_state(row.state, row.expires_at_us, now_us),
+        expires_at_us=row.expires_at_us,
+        user_id=row.user_id,
+    )
+
+
+def read_card(connection: Connection, code: str, *, lock: bool = False) -> Row[Any] | None:
+    query = select(gift_cards).where(gift_cards.c.code == code)
+    if lock:
+        query = query.with_for_update()
+    return connection.execute(query).one_or_none()
+
+
+def _state_after(available: Any, held: Any) -> Any:
+    """The state once ``available``/``held`` take their new values (SQL expressions)."""
+    return case(
+        (and_(gift_cards.c.state == ACTIVE, available == 0, held == 0), EMPTY),
+        (and_(gift_cards.c.state == EMPTY, or_(available > 0, held > 0)), ACTIVE),
+        else_=gift_cards.c.state,
+    )
+
+
+def change_balance(
+    connection: Connection,
+    code: str,
+    *,
+    available_delta: int,
+    held_delta: int,
+    now_us: int,
+    require_usable: bool = False,
+) -> bool:
+    """Add the deltas in one statement; False when it would take a bucket below zero, pass the
+    balance limit, or (``require_usable``) the card is not ACTIVE and unexpired."""
+    available = gift_cards.c.available + available_delta
+    held = gift_cards.c.held + held_delta
+    conditions = [
+        gift_cards.c.code == code,
+        gift_cards.c.available >= -available_delta
+        if available_delta < 0
+        else gift_cards.c.available <= MAX_BALANCE_FEN - available_delta,
+        gift_cards.c.held >= -held_delta
+        if held_delta < 0
+        else gift_cards.c.held <= MAX_BALANCE_FEN - held_delta,
+    ]
+    if require_usable:
+        conditions.append(gift_cards.c.state == ACTIVE)
+        conditions.append(or_(gift_cards.c.expires_at_us.is_(None), gift_cards.c.expires_at_us > now_us))
+    updated = connection.execute(
+        gift_cards.update()
+        .where(*conditions)
+        .values(available=available, held=held, state=_state_after(available, held), updated_at_us=now_us)
+    )
+    return updated.rowcount == 1
