@@ -39,7 +39,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
         return await self.runner.run(context, work)
 
-
     async def CreateActivity(
         self, request: admin_pb2.CreateActivityRequest, context: Context
     ) -> admin_pb2.CreateActivityResponse:
@@ -50,7 +49,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             return admin_pb2.CreateActivityResponse(activity_id=result.activity_id, replayed=result.replayed)
 
         return await self.runner.run(context, work)
-
 
     async def FreezeAccount(
         self, request: admin_pb2.FreezeAccountRequest, context: Context
@@ -83,7 +81,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return await self.runner.run(
             context, lambda: convert.coupon_state_to_proto(set_coupon_frozen(self.engine, command))
         )
-
 
     async def Adjust(self, request: admin_pb2.AdjustRequest, context: Context) -> admin_pb2.AdjustResponse:
         await self.runner.unimplemented(context, "Adjust")

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from engine.jobs.base import ExpireTask
 from engine.jobs.expire import expire_gift_cards, expire_holds, expire_points_lots
+from engine.service.coupon_expiry import expire_coupons_batch
 
 #: Holds first: releasing a hold gives value back to lots and cards before those are looked at.
 EXPIRE_TASKS: list[ExpireTask] = [
     ExpireTask("holds", expire_holds),
     ExpireTask("points_lots", expire_points_lots),
     ExpireTask("gift_cards", expire_gift_cards),
+    # After holds, whose release may hand a coupon back (ACTIVATED) just past its validity.
+    ExpireTask("coupons", expire_coupons_batch),
 ]

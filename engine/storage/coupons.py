@@ -174,19 +174,15 @@ def split_stock(total_stock: int, virtual_shards: int) -> list[int]:
 
 
 def insert_allotments(connection: Connection, template_id: str, allotments: dict[int, int]) -> None:
-    """This database's allotments (virtual shard -> units), once; rows of 0 are not stored."""
-    for virtual_shard, units in sorted(allotments.items()):
-        if units > 0:
-            insert_or_ignore(
-                connection,
-                coupon_stock,
-                {
-                    "template_id": template_id,
-                    "virtual_shard": virtual_shard,
-                    "allotment": units,
-                    "remaining": units,
-                },
-            )
+    """This database's allotments (virtual shard -> units), in one statement; rows of 0 are not
+    stored. Runs inside the template's idempotent transaction, so it happens once per shard."""
+    rows = [
+        {"template_id": template_id, "virtual_shard": virtual_shard, "allotment": units, "remaining": units}
+        for virtual_shard, units in sorted(allotments.items())
+        if units > 0
+    ]
+    if rows:
+        connection.execute(coupon_stock.insert(), rows)
 
 
 def _decrement(connection: Connection, template_id: str, virtual_shard: int) -> bool:

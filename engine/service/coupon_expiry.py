@@ -1,0 +1,99 @@
+"""The coupon part of the expiry job: ACTIVATED and FROZEN coupons past their validity end
+become EXPIRED in the database (they already read as EXPIRED from that instant on, and every
+use refuses them with COUPON_EXPIRED — the job only records what has already taken effect).
+
+Keyset-paged batches (``coupon_id > after``), each coupon in its own short transaction under
+its row lock, re-checked there, so the job can run beside live traffic, twice at once or twice
+in a row and change each coupon at most once. Each expiry is journalled in ``coupon_events`` and
+appears in the owner's history as an EXPIRE transaction without entries (no value moves).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Connection, select
+
+from engine.domain import ids
+from engine.domain.coupons.states import EXPIRES_IN_PLACE, CouponEvent, is_past_validity
+from engine.domain.errors import CofferError
+from engine.domain.ledger import TransactionType
+from engine.jobs.base import BatchOutcome
+from engine.service.context import EngineContext
+from engine.storage.coupons import change_state, read_coupon
+from engine.storage.ledger import append_transaction
+from engine.storage.router import Shard
+from engine.storage.schema import user_coupons
+from engine.storage.unit_of_work import UnitOfWork, run_transaction
+
+logger = logging.getLogger("coffer.jobs")
+
+_EXPIRABLE = tuple(state.value for state in EXPIRES_IN_PLACE)
+#: Batches one :func:`expire_coupons` call runs per shard at most.
+MAX_BATCHES_PER_CALL = 1_000
+
+
+def _expire_one(context: EngineContext, connection: Connection, coupon_id: str, now_us: int) -> bool:
+    row = read_coupon(connection, coupon_id, lock=True)
+    if row is None or row.state not in _EXPIRABLE or not is_past_validity(row.expires_at_us, now_us):
+        return False
+    change_state(connection, row, CouponEvent.EXPIRE, now_us, reference="expiry job")
+    append_transaction(
+        connection,
+        transaction_id=ids.new_id("tx", context.router.virtual_shard_of_user(row.user_id), now_us // 1000),
+        user_id=row.user_id,
+        transaction_type=TransactionType.EXPIRE,
+        entries=[],
+        now_us=now_us,
+        memo=f"coupon {coupon_id} expired ({row.state})",
+    )
+    return True
+
+
+def expire_coupons_batch(
+    context: EngineContext, shard: Shard, now_us: int, limit: int, after: str
+) -> BatchOutcome:
+    """One batch on one shard: up to ``limit`` due coupons whose id sorts after ``after``."""
+    with shard.engine.connect() as connection:
+        keys = list(
+            connection.execute(
+                select(user_coupons.c.coupon_id)
+                .where(
+                    user_coupons.c.state.in_(_EXPIRABLE),
+                    user_coupons.c.expires_at_us <= now_us,
+                    user_coupons.c.coupon_id > after,
+                )
+                .order_by(user_coupons.c.coupon_id)
+                .limit(limit)
+            ).scalars()
+        )
+    changed = failed = 0
+    for coupon_id in keys:
+
+        def attempt(coupon_id: str = coupon_id) -> bool:
+            with UnitOfWork(shard.engine) as unit:
+                did = _expire_one(context, unit.connection, coupon_id, now_us)
+                unit.commit()
+                return did
+
+        try:
+            if run_transaction(attempt, attempts=context.settings.transaction_attempts):
+                changed += 1
+        except CofferError as error:
+            failed += 1
+            logger.warning("expire coupon %s on shard %d: %s", coupon_id, shard.index, error)
+    return BatchOutcome(seen=len(keys), changed=changed, last_key=keys[-1] if keys else "", failed=failed)
+
+
+def expire_coupons(context: EngineContext, now_us: int, batch_size: int) -> int:
+    """Every shard, batch after batch, until a batch comes back short; returns coupons expired."""
+    expired = 0
+    for shard in context.router.shards:
+        after = ""
+        for _batch in range(MAX_BATCHES_PER_CALL):
+            outcome = expire_coupons_batch(context, shard, now_us, batch_size, after)
+            expired += outcome.changed
+            if outcome.seen < batch_size:
+                break
+            after = outcome.last_key
+    return expired
