@@ -88,7 +88,9 @@ def resolve_hold(
     )
     posting = Posting()
     scope = LegScope(connection, row.user_id, row.charge_id, row.merchant_id, now_us, posting)
-    if capture_amount > 0:
+    # By status, not amount: an authorization its coupons paid entirely captures 0 and still
+    # uses its coupons.
+    if status == "CAPTURED":
         settle_coupons(scope, row.charge_id)
     else:
         release_coupons(scope, row.charge_id)

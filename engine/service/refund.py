@@ -50,8 +50,11 @@ def validate_refund(command: RefundCommand) -> None:
             if item.quantity <= 0:
                 raise invalid_argument(f"items[{index}].quantity", "must be greater than zero")
     else:
-        # 0 is accepted only for a charge with nothing paid left to refund (_coupons_only).
+        # 0 is accepted only for a charge with nothing paid left to refund (_coupons_only), which
+        # a malformed charge id cannot name.
         require_non_negative_amount("amount", command.amount)
+        if command.amount == 0 and ids.id_prefix(command.charge_id) is None:
+            raise invalid_argument("amount", "must be greater than zero")
 
 
 def charge_not_found(charge_id: str) -> CofferError:

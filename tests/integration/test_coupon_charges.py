@@ -269,3 +269,20 @@ def test_validity_is_judged_at_the_instant(engine_context) -> None:  # type: ign
     assert state(context, USER, coupon_id) == "EXPIRED"
     refused(Reason.COUPON_EXPIRED, lambda: pay(context, USER, 1000, (coupon_id,)))
     assert audit(context).ok
+
+
+def test_an_authorization_its_coupons_pay_entirely(engine_context) -> None:  # type: ignore[no-untyped-def]
+    """Nothing is paid, so the capture captures 0 — and still uses the coupon; the refund of the
+    whole order (amount 0) gives it back."""
+    context = engine_context
+    tid = template(context, CouponType.NO_THRESHOLD, amount_off=5000)
+    coupon_id = claim_one(context, USER, tid)
+    held = pay(context, USER, 3000, (coupon_id,), authorize_only=True)
+    assert held.breakdown.discount == 3000 and held.breakdown.cash_amount == 0
+    captured = capture(context, CaptureCommand(key("cap"), held.charge_id, 0))
+    assert captured.charge.status == "CAPTURED"
+    assert state(context, USER, coupon_id) == "USED"
+    back = refund(context, RefundCommand(key("rf"), held.charge_id, 0))
+    assert back.charge.status == "REFUNDED"
+    assert state(context, USER, coupon_id) == "ACTIVATED"
+    assert audit(context).ok
