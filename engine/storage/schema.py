@@ -348,6 +348,21 @@ activity_grants = Table(
     PrimaryKeyConstraint("user_id", "activity_id", name="pk_activity_grants"),
 )
 
+# Stock moved between physical databases (docs/coupons.md, rebalancing): the OUT row is written
+# with the source's decrement, the IN row with the target's increment, so a rerun of a transfer
+# interrupted between the two completes it and never applies either side twice.
+coupon_stock_transfers = Table(
+    "coupon_stock_transfers",
+    metadata,
+    Column("transfer_id", String(64), nullable=False),
+    # OUT on the source database, IN on the target
+    Column("direction", String(4), nullable=False),
+    Column("template_id", String(40), nullable=False),
+    Column("units", BigInteger, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("transfer_id", "direction", name="pk_coupon_stock_transfers"),
+)
+
 # Points are granted in lots; ``remaining`` is spendable, ``held`` is drawn by an authorization.
 points_lots = Table(
     "points_lots",
