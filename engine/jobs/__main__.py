@@ -16,10 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from engine.app import build_router
-from engine.config import load_settings
+from engine.config import Settings, load_settings
 from engine.service.context import EngineContext
+from engine.storage.database import create_shard_engine
 from engine.storage.migrations import migrate_all
+from engine.storage.router import ShardRouter
 
 MICROSECONDS_PER_SECOND = 1_000_000
 logger = logging.getLogger("coffer.jobs")
@@ -41,6 +42,20 @@ def parse_now(text: str) -> int:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * MICROSECONDS_PER_SECOND + delta.microseconds
+
+
+def build_router(settings: Settings) -> ShardRouter:
+    """The shards, as the server opens them (without importing the gRPC server)."""
+    engines = [
+        create_shard_engine(
+            url,
+            pool_size=2,
+            lock_timeout_ms=settings.lock_timeout_ms,
+            statement_timeout_ms=settings.statement_timeout_ms,
+        )
+        for url in settings.shards
+    ]
+    return ShardRouter(engines, settings.virtual_shards)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -32,7 +32,8 @@ def return_points_to_lots(scope: LegScope, leg: LegMove) -> None:
         )
         .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
         .where(lot_draws.c.charge_id == scope.charge_id)
-        .order_by(points_lots.c.expires_at_us.desc(), lot_draws.c.lot_id.desc())
+        # NULLS FIRST: a lot that never expires is the latest-expiring one (SQLite sorts NULL last).
+        .order_by(points_lots.c.expires_at_us.desc().nulls_first(), lot_draws.c.lot_id.desc())
     ).all()
     plan: list[tuple[str, int, bool]] = []
     remaining = leg.units

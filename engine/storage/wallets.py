@@ -83,6 +83,6 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
 
 def _gift_card_state(state: str, expires_at_us: int | None, now_us: int) -> str:
     """A card past its expiry is EXPIRED at that instant, before the job records it."""
-    if state in ("ACTIVE", "EMPTY") and expires_at_us is not None and expires_at_us <= now_us:
+    if state in ("ACTIVE", "EMPTY", "FROZEN") and expires_at_us is not None and expires_at_us <= now_us:
         return "EXPIRED"
     return state
