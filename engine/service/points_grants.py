@@ -53,6 +53,8 @@ def grant_lot(
 
     The account row must exist. Returns the points that went to the lot.
     """
+    # Lock order: the POINTS balance row, then the account row that carries the debt.
+    lock_points_balance(connection, user_id)
     debt = connection.execute(
         select(accounts.c.points_debt).where(accounts.c.user_id == user_id).with_for_update()
     ).scalar_one()
