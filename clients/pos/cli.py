@@ -238,7 +238,8 @@ def recover(journal: Journal, client: OrderClient, out: Output) -> int:
 def _time(value: Any) -> str:
     if value is None or (value.seconds == 0 and value.nanos == 0):
         return "-"
-    return value.ToDatetime(tzinfo=UTC).astimezone().strftime("%Y-%m-%d %H:%M")
+    moment: datetime = value.ToDatetime(tzinfo=UTC)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
 
 
 def _enum(enum: Any, value: int, prefix: str) -> str:
