@@ -9,6 +9,8 @@ import grpc
 from coffer.v1 import admin_pb2, admin_pb2_grpc
 from engine.api import convert
 from engine.api.runner import UseCaseRunner
+from engine.domain.commands import AdjustCommand, FreezeAccountCommand
+from engine.service import account_admin
 from engine.service import audit as audit_service
 from engine.service.context import EngineContext
 
@@ -53,14 +55,27 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def FreezeAccount(
         self, request: admin_pb2.FreezeAccountRequest, context: Context
     ) -> admin_pb2.AccountState:
-        await self.runner.unimplemented(context, "FreezeAccount")
-        raise AssertionError("unreachable")
+        return await self._set_frozen(request, context, frozen=True)
 
     async def UnfreezeAccount(
         self, request: admin_pb2.FreezeAccountRequest, context: Context
     ) -> admin_pb2.AccountState:
-        await self.runner.unimplemented(context, "UnfreezeAccount")
-        raise AssertionError("unreachable")
+        return await self._set_frozen(request, context, frozen=False)
+
+    async def _set_frozen(
+        self, request: admin_pb2.FreezeAccountRequest, context: Context, *, frozen: bool
+    ) -> admin_pb2.AccountState:
+        command = FreezeAccountCommand(
+            idempotency_key=request.idempotency_key,
+            user_id=request.user_id,
+            frozen=frozen,
+            reason=request.reason,
+            operator_id=request.operator_id,
+        )
+        return await self.runner.run(
+            context,
+            lambda: convert.account_state_to_proto(account_admin.set_account_frozen(self.engine, command)),
+        )
 
     async def FreezeCoupon(
         self, request: admin_pb2.FreezeCouponRequest, context: Context
@@ -83,5 +98,15 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         )
 
     async def Adjust(self, request: admin_pb2.AdjustRequest, context: Context) -> admin_pb2.AdjustResponse:
-        await self.runner.unimplemented(context, "Adjust")
-        raise AssertionError("unreachable")
+        def work() -> admin_pb2.AdjustResponse:
+            command = AdjustCommand(
+                idempotency_key=request.idempotency_key,
+                user_id=request.user_id,
+                asset=convert.asset_from_proto(request.asset, "asset"),
+                amount=request.amount,
+                reason=request.reason,
+                operator_id=request.operator_id,
+            )
+            return convert.adjust_to_proto(account_admin.adjust(self.engine, command))
+
+        return await self.runner.run(context, work)

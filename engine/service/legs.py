@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from engine.domain.errors import CofferError, Reason, require
+from engine.domain.errors import CofferError, Reason
 from engine.domain.ledger import (
     COINS_FUNDING,
     COINS_REDEEMED,
@@ -89,11 +89,7 @@ def _pay_merchant(scope: LegScope, asset: Asset, leg: LegMove, source_bucket: Bu
 def take(scope: LegScope, leg: LegMove, *, hold: bool) -> None:
     asset = _asset(leg.kind)
     connection = scope.connection
-    if asset is Asset.POINTS:
-        lots = read_spendable_lots(connection, scope.user_id, scope.now_us)
-        draws = draw_points(lots, leg.units, scope.now_us)
-        if draws is None:
-            raise insufficient_funds(Asset.POINTS, leg.units)
+    # The balance row first, then the lots: the lock order every use case follows.
     if hold:
         balances.hold(connection, scope.user_id, asset, leg.units)
         scope.posting.move(
@@ -104,8 +100,12 @@ def take(scope: LegScope, leg: LegMove, *, hold: bool) -> None:
         balances.debit_available(connection, scope.user_id, asset, leg.units)
         _pay_merchant(scope, asset, leg, Bucket.AVAILABLE)
     if asset is Asset.POINTS:
-        require(draws is not None, "points draws were planned")
-        apply_draws(connection, scope.charge_id, draws or [], hold=hold)
+        # The balance may still count a lot that expired before the job ran; only live lots pay.
+        lots = read_spendable_lots(connection, scope.user_id, scope.now_us)
+        draws = draw_points(lots, leg.units, scope.now_us)
+        if draws is None:
+            raise insufficient_funds(Asset.POINTS, leg.units)
+        apply_draws(connection, scope.charge_id, draws, hold=hold)
 
 
 def give_back(scope: LegScope, leg: LegMove) -> None:
