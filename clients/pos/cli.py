@@ -421,9 +421,9 @@ RENDERERS: dict[str, Callable[[Any], list[Table]]] = {
 def _render_journal(entries: list[Entry], console: Console) -> None:
     table = Table(title="Journal")
     for column in ("#", "when", "command", "what", "state", "key", "attempts", "result"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for entry in entries:
-        when = datetime.fromtimestamp(entry.created_at).strftime("%Y-%m-%d %H:%M:%S")
+        when = datetime.fromtimestamp(entry.created_at).strftime("%m-%d %H:%M:%S")
         style = {PENDING: "yellow", DONE: "green"}.get(entry.state, "red")
         result = entry.reason or ("answer recorded" if entry.state == DONE else "")
         table.add_row(
