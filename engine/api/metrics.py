@@ -25,9 +25,9 @@ REFUSALS = Counter(
 class MetricsInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
@@ -37,7 +37,8 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             try:
-                return await inner(request, context)
+                # grpc.aio hands its own context to the (async) handler it wrapped.
+                return await inner(request, context)  # type: ignore[arg-type]
             finally:
                 code = context.code()
                 name = code.name if isinstance(code, grpc.StatusCode) else "OK"

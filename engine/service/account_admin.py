@@ -34,7 +34,9 @@ def set_account_frozen(context: EngineContext, command: FreezeAccountCommand) ->
     require_reference("operator_id", command.operator_id, required=False)
 
     def effect(connection: Connection, now_us: int) -> AccountStateResult:
-        ensure_account(connection, command.user_id, context.router.virtual_shard_of_user(command.user_id), now_us)
+        ensure_account(
+            connection, command.user_id, context.router.virtual_shard_of_user(command.user_id), now_us
+        )
         set_frozen(connection, command.user_id, command.frozen, command.reason)
         reason = connection.execute(
             select(accounts.c.frozen_reason).where(accounts.c.user_id == command.user_id)

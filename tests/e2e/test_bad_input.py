@@ -45,12 +45,30 @@ CASES: list[tuple[str, str, Callable[[], Any], str, str]] = [
     ("Issue", "user 0", lambda: top_up(user_id=0), "INVALID_ARGUMENT", "user_id"),
     ("Issue", "negative user", lambda: top_up(user_id=-3), "INVALID_ARGUMENT", "user_id"),
     ("Issue", "empty key", lambda: top_up(idempotency_key=""), "INVALID_ARGUMENT", "idempotency_key"),
-    ("Issue", "129-char key", lambda: top_up(idempotency_key="k" * 129), "INVALID_ARGUMENT", "idempotency_key"),
+    (
+        "Issue",
+        "129-char key",
+        lambda: top_up(idempotency_key="k" * 129),
+        "INVALID_ARGUMENT",
+        "idempotency_key",
+    ),
     ("Issue", "bad key chars", lambda: top_up(idempotency_key="a b"), "INVALID_ARGUMENT", "idempotency_key"),
-    ("Issue", "points top-up", lambda: top_up(asset=common_pb2.ASSET_POINTS), "INVALID_ARGUMENT", "top_up.asset"),
+    (
+        "Issue",
+        "points top-up",
+        lambda: top_up(asset=common_pb2.ASSET_POINTS),
+        "INVALID_ARGUMENT",
+        "top_up.asset",
+    ),
     ("Issue", "no channel", lambda: top_up(payment_channel=""), "INVALID_ARGUMENT", "top_up.payment_channel"),
     ("Issue", "other currency", lambda: top_up(currency="USD"), "INVALID_ARGUMENT", "currency"),
-    ("Issue", "no kind", lambda: engine_pb2.IssueRequest(idempotency_key="k", user_id=USER), "INVALID_ARGUMENT", "kind"),
+    (
+        "Issue",
+        "no kind",
+        lambda: engine_pb2.IssueRequest(idempotency_key="k", user_id=USER),
+        "INVALID_ARGUMENT",
+        "kind",
+    ),
     ("Charge", "zero amount", lambda: a_charge(amount=0), "INVALID_ARGUMENT", "amount"),
     ("Charge", "negative amount", lambda: a_charge(amount=-1), "INVALID_ARGUMENT", "amount"),
     ("Charge", "past the limit", lambda: a_charge(amount=LIMIT + 1), "AMOUNT_LIMIT_EXCEEDED", "amount"),
@@ -71,7 +89,13 @@ CASES: list[tuple[str, str, Callable[[], Any], str, str]] = [
         "INVALID_ARGUMENT",
         "points",
     ),
-    ("Charge", "129-char key", lambda: a_charge(idempotency_key="x" * 129), "INVALID_ARGUMENT", "idempotency_key"),
+    (
+        "Charge",
+        "129-char key",
+        lambda: a_charge(idempotency_key="x" * 129),
+        "INVALID_ARGUMENT",
+        "idempotency_key",
+    ),
     (
         "Refund",
         "zero amount",
@@ -102,7 +126,13 @@ CASES: list[tuple[str, str, Callable[[], Any], str, str]] = [
         "CHARGE_NOT_FOUND",
         "charge_id",
     ),
-    ("GetCharge", "empty id", lambda: engine_pb2.GetChargeRequest(charge_id=""), "INVALID_ARGUMENT", "charge_id"),
+    (
+        "GetCharge",
+        "empty id",
+        lambda: engine_pb2.GetChargeRequest(charge_id=""),
+        "INVALID_ARGUMENT",
+        "charge_id",
+    ),
     (
         "GetCharge",
         "unknown id",
@@ -151,7 +181,9 @@ def engine(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     running.stop()
 
 
-@pytest.mark.parametrize(("rpc", "label", "request_factory", "reason", "field"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize(
+    ("rpc", "label", "request_factory", "reason", "field"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES]
+)
 def test_bad_input_is_refused_and_changes_nothing(
     engine: ThreadEngine, rpc: str, label: str, request_factory: Callable[[], Any], reason: str, field: str
 ) -> None:

@@ -19,10 +19,14 @@ from tests.support.servers import PostgresServer, free_port
 
 def health(target: str) -> int:
     with grpc.insecure_channel(target) as channel:
-        return int(health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status)
+        return int(
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        )
 
 
-def top_up(stub: engine_pb2_grpc.TransactionEngineStub, user: int, key: str, amount: int) -> engine_pb2.IssueResponse:
+def top_up(
+    stub: engine_pb2_grpc.TransactionEngineStub, user: int, key: str, amount: int
+) -> engine_pb2.IssueResponse:
     return stub.Issue(
         engine_pb2.IssueRequest(
             idempotency_key=key,
@@ -44,7 +48,9 @@ def test_make_run_serves_on_the_sqlite_default() -> None:
 
 def test_make_run_serves_on_two_postgresql_databases(postgres: PostgresServer) -> None:
     urls = [postgres.create_database(f"makerun{index}") for index in range(2)]
-    process = EngineProcess({"COFFER_SHARDS": ",".join(urls)}, command=["make", "--no-print-directory", "run"])
+    process = EngineProcess(
+        {"COFFER_SHARDS": ",".join(urls)}, command=["make", "--no-print-directory", "run"]
+    )
     try:
         assert health(process.target) == health_pb2.HealthCheckResponse.SERVING
         with grpc.insecure_channel(process.target) as channel:
@@ -123,7 +129,11 @@ def test_engine_refuses_a_configuration_its_shards_disagree_with(tmp_path: Path)
 def test_engine_refuses_no_auth_off_loopback(tmp_path: Path) -> None:
     completed = subprocess.run(
         [sys.executable, str(REPOSITORY / "server.py")],
-        env={"PATH": "/usr/bin:/bin", "COFFER_LISTEN": "0.0.0.0:0", "COFFER_SHARDS": f"sqlite:///{tmp_path}/x.db"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "COFFER_LISTEN": "0.0.0.0:0",
+            "COFFER_SHARDS": f"sqlite:///{tmp_path}/x.db",
+        },
         cwd=REPOSITORY,
         capture_output=True,
         timeout=60,
@@ -144,7 +154,9 @@ def test_metrics_count_calls_and_refusals(tmp_path: Path) -> None:
             top_up(stub, 8, "m1", 100)
             with pytest.raises(grpc.RpcError):
                 stub.Charge(
-                    engine_pb2.ChargeRequest(idempotency_key="c", user_id=8, order_id="o", merchant_id="m", amount=500)
+                    engine_pb2.ChargeRequest(
+                        idempotency_key="c", user_id=8, order_id="o", merchant_id="m", amount=500
+                    )
                 )
         body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
         assert 'coffer_rpc_seconds_count{code="OK",method="Issue"} 1.0' in body

@@ -35,7 +35,9 @@ def test_frozen_wallet_refuses_charges_but_takes_credits(engine_context: EngineC
     assert refused.value.reason is Reason.ACCOUNT_FROZEN
     issue(engine_context, IssueCommand("t2", USER, TopUpSpec(500, Asset.CASH, "alipay", "a2")))
     assert get_wallet(engine_context, USER).frozen
-    assert set_account_frozen(engine_context, FreezeAccountCommand("f1", USER, True, "risk review", "ops-1")).replayed
+    assert set_account_frozen(
+        engine_context, FreezeAccountCommand("f1", USER, True, "risk review", "ops-1")
+    ).replayed
     set_account_frozen(engine_context, FreezeAccountCommand("u1", USER, False, "cleared", "ops-1"))
     assert available(charge(engine_context, ChargeCommand("c1", USER, "o1", "m", "", 100)).wallet) == 1400
     assert audit(engine_context).ok
@@ -62,12 +64,16 @@ def test_adjust_credits_and_debits_without_overdraft(engine_context: EngineConte
 
 
 def test_no_balance_passes_two_to_the_sixty_two(engine_context: EngineContext) -> None:
-    issue(engine_context, IssueCommand("t1", USER, TopUpSpec(MAX_REQUEST_AMOUNT_FEN, Asset.CASH, "bank", "b1")))
+    issue(
+        engine_context, IssueCommand("t1", USER, TopUpSpec(MAX_REQUEST_AMOUNT_FEN, Asset.CASH, "bank", "b1"))
+    )
     # Reaching the ceiling by requests would take 461,169 top-ups; place the balance near it
     # (balance and ledger together, so the books still agree) and try to pass it.
     near = MAX_BALANCE_FEN - 10
     with engine_context.router.for_user(USER).engine.begin() as connection:
-        connection.execute(text("UPDATE balances SET available = :v WHERE user_id = :u"), {"v": near, "u": USER})
+        connection.execute(
+            text("UPDATE balances SET available = :v WHERE user_id = :u"), {"v": near, "u": USER}
+        )
         connection.execute(
             text("UPDATE ledger_entries SET amount = :v WHERE user_id = :u AND account = 'user'"),
             {"v": near, "u": USER},

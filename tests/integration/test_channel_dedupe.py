@@ -19,13 +19,19 @@ USER = 31
 
 
 def test_same_channel_transaction_under_a_new_key_credits_once(engine_context: EngineContext) -> None:
-    first = issue(engine_context, IssueCommand("cb-1", USER, TopUpSpec(500, Asset.CASH, "apple_iap", "iap-7")))
-    second = issue(engine_context, IssueCommand("cb-2", USER, TopUpSpec(500, Asset.CASH, "apple_iap", "iap-7")))
+    first = issue(
+        engine_context, IssueCommand("cb-1", USER, TopUpSpec(500, Asset.CASH, "apple_iap", "iap-7"))
+    )
+    second = issue(
+        engine_context, IssueCommand("cb-2", USER, TopUpSpec(500, Asset.CASH, "apple_iap", "iap-7"))
+    )
     assert second.replayed and second.transaction_id == first.transaction_id
     assert available(get_wallet(engine_context, USER)) == 500
     assert transaction_count(engine_context, USER, "TOP_UP") == 1
     # The new key now answers the same way on its own retries.
-    assert issue(engine_context, IssueCommand("cb-2", USER, TopUpSpec(500, Asset.CASH, "apple_iap", "iap-7"))).replayed
+    assert issue(
+        engine_context, IssueCommand("cb-2", USER, TopUpSpec(500, Asset.CASH, "apple_iap", "iap-7"))
+    ).replayed
 
 
 def test_same_channel_transaction_with_another_amount_conflicts(engine_context: EngineContext) -> None:

@@ -40,7 +40,10 @@ EXPECTED_REASONS = {
 
 def seed(context: EngineContext) -> None:
     def one(user: int) -> None:
-        issue(context, IssueCommand(f"seed-cash-{user}", user, TopUpSpec(5_000, Asset.CASH, "alipay", f"s{user}")))
+        issue(
+            context,
+            IssueCommand(f"seed-cash-{user}", user, TopUpSpec(5_000, Asset.CASH, "alipay", f"s{user}")),
+        )
         issue(context, IssueCommand(f"seed-points-{user}", user, PointsSpec(800, 30, "seed")))
         issue(context, IssueCommand(f"seed-coins-{user}", user, CoinsSpec(300, "seed")))
 
@@ -66,7 +69,10 @@ def run_mix(context: EngineContext) -> Counter[str]:
                 points = [0, 20, 40, 0][variant]
                 coins = [0, 0, 10, 30][variant]
                 result = charge(
-                    context, ChargeCommand(f"c-{index}", user, f"o-{index}", "m-1", "", amount, points=points, coins=coins)
+                    context,
+                    ChargeCommand(
+                        f"c-{index}", user, f"o-{index}", "m-1", "", amount, points=points, coins=coins
+                    ),
                 )
                 charges.append(result.charge_id)
             elif kind == "refund":
@@ -75,7 +81,10 @@ def run_mix(context: EngineContext) -> Counter[str]:
                 target = charges[index % len(charges)]
                 refund(context, RefundCommand(f"r-{index}", target, max(1, amount // 4)))
             elif kind == "top_up":
-                issue(context, IssueCommand(f"t-{index}", user, TopUpSpec(amount, Asset.CASH, "wechat", f"w-{index}")))
+                issue(
+                    context,
+                    IssueCommand(f"t-{index}", user, TopUpSpec(amount, Asset.CASH, "wechat", f"w-{index}")),
+                )
             elif kind == "duplicate":
                 command = ChargeCommand(f"dup-{user}", user, f"dup-order-{user}", "m-2", "", 100)
                 charge(context, command)
@@ -108,7 +117,8 @@ def test_mixed_concurrent_run_keeps_every_invariant(pg_context: EngineContext) -
         ).scalar_one()
         connection.execute(
             text(
-                "INSERT INTO ledger_entries (transaction_id, account, user_id, asset, bucket, instrument, amount) "
+                "INSERT INTO ledger_entries "
+                "(transaction_id, account, user_id, asset, bucket, instrument, amount) "
                 "VALUES (:t, 'user', :u, 'CASH', 'available', '', 1)"
             ),
             {"t": transaction_id, "u": USERS[0]},

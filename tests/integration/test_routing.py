@@ -22,7 +22,9 @@ def test_charge_id_alone_routes_to_the_right_shard(engine_context: EngineContext
     charge_ids = {}
     for user in users:
         issue(engine_context, IssueCommand(f"t{user}", user, TopUpSpec(1000, Asset.CASH, "c", f"x{user}")))
-        charge_ids[user] = charge(engine_context, ChargeCommand(f"c{user}", user, "o", "m", "", 100)).charge_id
+        charge_ids[user] = charge(
+            engine_context, ChargeCommand(f"c{user}", user, "o", "m", "", 100)
+        ).charge_id
     for user, charge_id in charge_ids.items():
         assert id_virtual_shard(charge_id) == user % router.virtual_shards
         home = router.for_user(user)

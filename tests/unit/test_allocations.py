@@ -38,7 +38,11 @@ def test_emptying_a_points_leg_returns_every_point() -> None:
 
 
 @given(
-    st.lists(st.one_of(st.integers(min_value=0, max_value=3), st.integers(min_value=0, max_value=10**9)), min_size=1, max_size=50),
+    st.lists(
+        st.one_of(st.integers(min_value=0, max_value=3), st.integers(min_value=0, max_value=10**9)),
+        min_size=1,
+        max_size=50,
+    ),
     st.data(),
 )
 def test_discount_shares_sum_exactly_and_fit_each_line(lines: list[int], data: st.DataObject) -> None:

@@ -30,29 +30,43 @@ def test_legs_in_order_discount_points_coins_cards_cash() -> None:
 
 def test_points_cap_is_judged_after_discount() -> None:
     plan_charge(
-        amount=1_000, coupon_discounts=[InstrumentAmount("c", 200)], points=400, coins=0,
-        gift_card_available=[], policy=POLICY,
+        amount=1_000,
+        coupon_discounts=[InstrumentAmount("c", 200)],
+        points=400,
+        coins=0,
+        gift_card_available=[],
+        policy=POLICY,
     )
     with pytest.raises(CofferError) as refused:
         plan_charge(
-            amount=1_000, coupon_discounts=[InstrumentAmount("c", 200)], points=401, coins=0,
-            gift_card_available=[], policy=POLICY,
+            amount=1_000,
+            coupon_discounts=[InstrumentAmount("c", 200)],
+            points=401,
+            coins=0,
+            gift_card_available=[],
+            policy=POLICY,
         )
     assert refused.value.reason is Reason.POINTS_LIMIT_EXCEEDED
 
 
 def test_points_and_coins_beyond_the_order_are_invalid() -> None:
     with pytest.raises(CofferError) as refused:
-        plan_charge(amount=100, coupon_discounts=[], points=40, coins=70, gift_card_available=[], policy=POLICY)
+        plan_charge(
+            amount=100, coupon_discounts=[], points=40, coins=70, gift_card_available=[], policy=POLICY
+        )
     assert refused.value.reason is Reason.INVALID_ARGUMENT
 
 
 def test_points_rate_other_than_one_fen() -> None:
     policy = PointsPolicy(points_per_yuan=1_000, cap_bps=10_000)  # 10 points = 1 fen
-    plan = plan_charge(amount=100, coupon_discounts=[], points=500, coins=0, gift_card_available=[], policy=policy)
+    plan = plan_charge(
+        amount=100, coupon_discounts=[], points=500, coins=0, gift_card_available=[], policy=policy
+    )
     assert plan.points_value == 50 and plan.cash_amount == 50
     with pytest.raises(CofferError) as refused:
-        plan_charge(amount=100, coupon_discounts=[], points=505, coins=0, gift_card_available=[], policy=policy)
+        plan_charge(
+            amount=100, coupon_discounts=[], points=505, coins=0, gift_card_available=[], policy=policy
+        )
     assert refused.value.metadata["field"] == "points"
 
 

@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from engine.domain import ids
 
 
-@given(st.integers(min_value=0, max_value=ids.MAX_VIRTUAL_SHARDS - 1), st.integers(min_value=0, max_value=2**45))
+@given(
+    st.integers(min_value=0, max_value=ids.MAX_VIRTUAL_SHARDS - 1), st.integers(min_value=0, max_value=2**45)
+)
 def test_ids_carry_their_virtual_shard(virtual_shard: int, now_ms: int) -> None:
     identifier = ids.new_id("ch", virtual_shard, now_ms)
     assert ids.id_virtual_shard(identifier) == virtual_shard

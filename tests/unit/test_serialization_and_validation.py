@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.domain.commands import ChargeCommand, IssueCommand, LineItem, PointsSpec, RequestContext, TopUpSpec
+from engine.domain.commands import (
+    ChargeCommand,
+    IssueCommand,
+    LineItem,
+    PointsSpec,
+    RequestContext,
+    TopUpSpec,
+)
 from engine.domain.errors import CofferError, Reason
 from engine.domain.money import MAX_REQUEST_AMOUNT_FEN, Asset, require_positive_amount
 from engine.domain.results import BalanceView, Breakdown, ChargeResult, InstrumentAmount, WalletView
@@ -25,7 +32,9 @@ def test_results_round_trip_through_json() -> None:
 
 def test_digest_ignores_context_and_sees_everything_else() -> None:
     base = ChargeCommand("k", 1, "o", "m", "", 100, items=(LineItem("s", "c", 100, 1),))
-    with_context = ChargeCommand("k", 1, "o", "m", "", 100, items=(LineItem("s", "c", 100, 1),), context=RequestContext(ip="1.2.3.4"))
+    with_context = ChargeCommand(
+        "k", 1, "o", "m", "", 100, items=(LineItem("s", "c", 100, 1),), context=RequestContext(ip="1.2.3.4")
+    )
     other_item = ChargeCommand("k", 1, "o", "m", "", 100, items=(LineItem("s", "d", 100, 1),))
     assert payload_digest("Charge", base) == payload_digest("Charge", with_context)
     assert payload_digest("Charge", base) != payload_digest("Charge", other_item)
