@@ -264,6 +264,8 @@ def test_capture_and_void_race_exactly_one_wins(pg_context: EngineContext) -> No
             captured_total += 100 if captured else 0
             outcomes.append((captured, voided))
     assert len(outcomes) == trials
+    wins = sum(1 for captured, _ in outcomes if captured)
+    print(f"capture/void race: capture won {wins}, void won {trials - wins} of {trials}")
     assert balance(pg_context, USER, "CASH") == (100 * trials - captured_total, 0)
     assert (
         count_transactions(pg_context, USER, "CAPTURE") + count_transactions(pg_context, USER, "VOID")
