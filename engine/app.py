@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
+import multiprocessing
+import os
 import signal
+import sys
 import time
 
 import grpc
@@ -30,6 +34,8 @@ logger = logging.getLogger("coffer")
 #: How long start-up waits for every shard to answer before giving up.
 SHARD_WAIT_ATTEMPTS = 60
 SHARD_WAIT_INTERVAL_SECONDS = 1.0
+#: How often the worker supervisor looks for a worker that exited.
+WORKER_POLL_SECONDS = 0.5
 #: gRPC message size bound (a charge has at most 200 items; 4 MiB is ample).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SERVICE_NAMES = (
@@ -170,6 +176,63 @@ async def _main(settings: Settings) -> None:
     await server.serve_until_signalled()
 
 
+def _worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker ``index``'s share: its own metrics port, and only worker 0 schedules jobs."""
+    return dataclasses.replace(
+        settings,
+        workers=1,
+        metrics_port=settings.metrics_port + index if settings.metrics_port else 0,
+        job_interval_seconds=settings.job_interval_seconds if index == 0 else 0,
+    )
+
+
+def _worker_main(settings: Settings) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s"
+    )
+    asyncio.run(_main(settings))
+
+
+def run_workers(settings: Settings) -> int:
+    """``COFFER_WORKERS`` engine processes on one port. The parent migrates the shards once,
+    starts the workers, forwards SIGTERM/SIGINT to them and exits when they have all exited;
+    if one dies on its own, the others are stopped too (a supervisor restarts the whole)."""
+    if settings.listen.rsplit(":", 1)[-1] == "0":
+        raise SystemExit("COFFER_WORKERS > 1 needs a fixed port in COFFER_LISTEN")
+    router = build_router(settings)
+    try:
+        wait_for_shards(router)
+    finally:
+        router.dispose()
+    spawn = multiprocessing.get_context("spawn")
+    workers = [
+        spawn.Process(target=_worker_main, args=(_worker_settings(settings, index),), name=f"coffer-{index}")
+        for index in range(settings.workers)
+    ]
+    stopping = False
+
+    def forward(signal_number: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for worker in workers:
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.start()
+    while any(worker.is_alive() for worker in workers):
+        for worker in workers:
+            worker.join(timeout=WORKER_POLL_SECONDS)
+            if not stopping and worker.exitcode is not None:
+                logger.error("worker %s exited with %s; stopping the others", worker.name, worker.exitcode)
+                forward(signal.SIGTERM, None)
+    return max(abs(worker.exitcode or 0) for worker in workers) if not stopping else 0
+
+
 def run(settings: Settings) -> None:
     check_listen_allowed(settings)
+    if settings.workers > 1:
+        sys.exit(run_workers(settings))
     asyncio.run(_main(settings))

@@ -16,6 +16,7 @@ from typing import Any
 from engine.domain.ids import MAX_VIRTUAL_SHARDS
 
 DEFAULT_SQLITE_DIRECTORY = Path("var")
+MAX_WORKERS = 64
 
 
 def _default_shards() -> tuple[str, ...]:
@@ -49,6 +50,9 @@ class Settings:
     pool_size: int = 16
     #: Threads running blocking database work off the event loop.
     worker_threads: int = 32
+    #: Engine processes sharing the listen port (SO_REUSEPORT); each is a whole engine, and
+    #: more than one lets the engine use more than one core despite Python's GIL.
+    workers: int = 1
     #: A transaction waits at most this long for a row lock before it is retried or refused.
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 30000
@@ -68,6 +72,8 @@ class Settings:
             raise ValueError(f"COFFER_VIRTUAL_SHARDS must be within 1..{MAX_VIRTUAL_SHARDS}")
         if self.virtual_shards < len(self.shards):
             raise ValueError("fewer virtual shards than physical shards")
+        if not 1 <= self.workers <= MAX_WORKERS:
+            raise ValueError(f"COFFER_WORKERS must be within 1..{MAX_WORKERS}")
         if self.auth not in ("none", "token", "mtls"):
             raise ValueError("COFFER_AUTH must be none, token or mtls")
         if self.points_per_yuan <= 0 or not 0 <= self.points_cap_bps <= 10_000:

@@ -31,7 +31,7 @@ from engine.service.idempotent import execute_idempotent
 from engine.service.legs import LegMove, LegScope, take
 from engine.service.points_grants import earn_points
 from engine.storage.accounts import require_not_frozen
-from engine.storage.charges import insert_legs, live_charge_for_order
+from engine.storage.charges import insert_legs
 from engine.storage.ledger import append_transaction
 from engine.storage.schema import charge_items, charges
 from engine.storage.wallets import read_wallet
@@ -111,9 +111,6 @@ def _charge(
 ) -> ChargeResult:
     user_id = command.user_id
     require_not_frozen(connection, user_id)
-    existing = live_charge_for_order(connection, user_id, command.merchant_id, command.order_id)
-    if existing is not None:
-        raise _order_already_charged(command, existing)
 
     plan = plan_for(context, connection, command, now_us)
     virtual_shard = context.router.virtual_shard_of_user(user_id)
@@ -125,10 +122,13 @@ def _charge(
         now_us + context.settings.hold_ttl_seconds * MICROSECONDS_PER_SECOND if hold else None
     )
 
-    # The charge row first: the live-order unique index refuses a concurrent twin here.
+    # The charge row first: the live-order unique index refuses a second live charge for the
+    # order here (a concurrent twin waits for the first to commit, then is refused), so no
+    # separate look-up is needed on the hot path.
     try:
         connection.execute(
-            charges.insert().values(
+            charges.insert(),
+            dict(
                 charge_id=charge_id,
                 user_id=user_id,
                 kind="CHARGE",
@@ -156,7 +156,7 @@ def _charge(
         )
     except IntegrityError as error:
         if "ux_charges_live_order" in str(error.orig) or "charges.user_id" in str(error.orig):
-            raise _order_already_charged(command, "") from error
+            raise _order_already_charged(command) from error
         raise
 
     posting = Posting()
@@ -257,12 +257,9 @@ def _insert_items(
     )
 
 
-def _order_already_charged(command: ChargeCommand, existing_charge_id: str) -> CofferError:
-    metadata = {"order_id": command.order_id, "merchant_id": command.merchant_id}
-    if existing_charge_id:
-        metadata["charge_id"] = existing_charge_id
+def _order_already_charged(command: ChargeCommand) -> CofferError:
     return CofferError(
         Reason.ORDER_ALREADY_CHARGED,
         f"order {command.order_id} at {command.merchant_id} already has a live charge",
-        metadata=metadata,
+        metadata={"order_id": command.order_id, "merchant_id": command.merchant_id},
     )

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, select
 
 from engine.domain import ids
 from engine.domain.commands import ChargeCommand
-from engine.domain.errors import CofferError, Reason, invalid_argument
+from engine.domain.errors import CofferError, InvariantViolation, Reason, invalid_argument
 from engine.domain.ledger import Bucket, gift_card_entry, merchant_payable, system_entry
 from engine.domain.money import Asset, balance_limit_error
 from engine.domain.results import InstrumentAmount
@@ -108,7 +108,7 @@ def settle_gift_card(scope: LegScope, leg: LegMove) -> None:
     if not change_balance(
         scope.connection, leg.instrument, available_delta=0, held_delta=-leg.value, now_us=scope.now_us
     ):
-        raise RuntimeError(f"held value of gift card {leg.instrument} is short of {leg.value}")
+        raise InvariantViolation(f"held value of gift card {leg.instrument} is short of {leg.value}")
     scope.posting.move(
         gift_card_entry(scope.user_id, leg.instrument, leg.value, Bucket.HELD),
         system_entry(merchant_payable(scope.merchant_id), Asset.CASH, leg.value),
@@ -124,7 +124,7 @@ def release_gift_card(scope: LegScope, leg: LegMove) -> None:
         held_delta=-leg.value,
         now_us=scope.now_us,
     ):
-        raise RuntimeError(f"held value of gift card {leg.instrument} is short of {leg.value}")
+        raise InvariantViolation(f"held value of gift card {leg.instrument} is short of {leg.value}")
     scope.posting.move(
         gift_card_entry(scope.user_id, leg.instrument, leg.value, Bucket.HELD),
         gift_card_entry(scope.user_id, leg.instrument, leg.value, Bucket.AVAILABLE),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from engine.domain.errors import CofferError, Reason
 from engine.storage.dialect import insert_or_ignore
@@ -24,11 +24,11 @@ def ensure_account(connection: Connection, user_id: int, virtual_shard: int, now
     )
 
 
+_FROZEN = select(accounts.c.frozen).where(accounts.c.user_id == bindparam("p_user_id"))
+
+
 def is_frozen(connection: Connection, user_id: int) -> bool:
-    frozen = connection.execute(
-        select(accounts.c.frozen).where(accounts.c.user_id == user_id)
-    ).scalar_one_or_none()
-    return bool(frozen)
+    return bool(connection.execute(_FROZEN, {"p_user_id": user_id}).scalar_one_or_none())
 
 
 def require_not_frozen(connection: Connection, user_id: int) -> None:

@@ -14,7 +14,7 @@ import random
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from engine.domain.coupons.definitions import (
     Activity,
@@ -421,13 +421,17 @@ def coupon_view(row: Row[Any], now_us: int) -> CouponView:
 
 def read_coupon_views(connection: Connection, user_id: int, now_us: int) -> tuple[CouponView, ...]:
     """A wallet's coupons in every state, newest first (at most :data:`MAX_LISTED_COUPONS`)."""
-    rows = connection.execute(
-        select(user_coupons)
-        .where(user_coupons.c.user_id == user_id)
-        .order_by(user_coupons.c.claimed_at_us.desc(), user_coupons.c.coupon_id.desc())
-        .limit(MAX_LISTED_COUPONS)
-    ).all()
+    rows = connection.execute(_WALLET_COUPONS, {"p_user_id": user_id}).all()
     return tuple(coupon_view(row, now_us) for row in rows)
+
+
+# Built once: a wallet (and so every mutation's answer) reads it.
+_WALLET_COUPONS = (
+    select(user_coupons)
+    .where(user_coupons.c.user_id == bindparam("p_user_id"))
+    .order_by(user_coupons.c.claimed_at_us.desc(), user_coupons.c.coupon_id.desc())
+    .limit(MAX_LISTED_COUPONS)
+)
 
 
 LIVE_STATES = (CouponState.ACTIVATED.value, CouponState.LOCKED.value, CouponState.FROZEN.value)

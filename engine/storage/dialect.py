@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import Connection, Table
@@ -15,11 +16,19 @@ def insert_or_ignore(connection: Connection, table: Table, values: dict[str, Any
     makes this wait for that transaction (bounded by ``lock_timeout``) — how a second request
     with the same idempotency key waits for the first instead of racing it.
     """
-    module: Any = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return (
+        connection.execute(_insert_or_ignore_statement(connection.dialect.name, table), values).first()
+        is not None
+    )
+
+
+@functools.cache
+def _insert_or_ignore_statement(dialect_name: str, table: Table) -> Any:
+    """Built once per table: values arrive as execution parameters, so nothing is rebuilt per call."""
+    module: Any = postgresql if dialect_name == "postgresql" else sqlite
     first_key = next(iter(table.primary_key.columns))
     # RETURNING rather than rowcount: the driver may not report a rowcount for INSERT.
-    statement = module.insert(table).values(**values).on_conflict_do_nothing().returning(first_key)
-    return connection.execute(statement).first() is not None
+    return module.insert(table).on_conflict_do_nothing().returning(first_key)
 
 
 def for_update(connection: Connection) -> bool:

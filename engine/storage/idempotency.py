@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.exc import DBAPIError
 
 from engine.domain.errors import CofferError, Reason
@@ -68,9 +68,15 @@ def claim_key(
     return StoredKey(row.operation, row.request_digest, row.response)
 
 
-def store_response(connection: Connection, *, user_id: int, key: str, response: str) -> None:
-    connection.execute(
-        idempotency_keys.update()
-        .where(idempotency_keys.c.user_id == user_id, idempotency_keys.c.idempotency_key == key)
-        .values(response=response)
+_STORE_RESPONSE = (
+    idempotency_keys.update()
+    .where(
+        idempotency_keys.c.user_id == bindparam("p_user_id"),
+        idempotency_keys.c.idempotency_key == bindparam("p_key"),
     )
+    .values(response=bindparam("p_response"))
+)
+
+
+def store_response(connection: Connection, *, user_id: int, key: str, response: str) -> None:
+    connection.execute(_STORE_RESPONSE, {"p_user_id": user_id, "p_key": key, "p_response": response})

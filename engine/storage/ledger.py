@@ -23,8 +23,10 @@ def append_transaction(
     memo: str = "",
 ) -> None:
     check_balanced(entries)
+    # Parameters rather than .values(): the compiled INSERT is reused without rebuilding it.
     connection.execute(
-        ledger_transactions.insert().values(
+        ledger_transactions.insert(),
+        dict(
             transaction_id=transaction_id,
             user_id=user_id,
             type=transaction_type.value,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, select
 
+from engine.domain.errors import InvariantViolation
 from engine.domain.points_fifo import Lot, LotDraw
 from engine.storage.schema import lot_draws, points_lots
 
@@ -42,7 +43,7 @@ def apply_draws(connection: Connection, charge_id: str, draws: list[LotDraw], *,
             .values(**values)
         )
         if updated.rowcount != 1:
-            raise RuntimeError(f"points lot {draw.lot_id} changed under a locked spend")
+            raise InvariantViolation(f"points lot {draw.lot_id} changed under a locked spend")
     if draws:
         connection.execute(
             lot_draws.insert(),

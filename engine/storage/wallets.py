@@ -2,61 +2,69 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, or_, select
+from sqlalchemy import Connection, bindparam, or_, select, text
 
 from engine.domain.money import Asset
 from engine.domain.results import BalanceView, GiftCardView, PointsLotView, WalletView
-from engine.storage.balances import read_balances
 from engine.storage.coupons import read_coupon_views
-from engine.storage.schema import accounts, gift_cards, points_lots
+from engine.storage.schema import gift_cards, points_lots
 
 #: A wallet view lists at most this many lots / cards; beyond that, paged queries are the tool.
 MAX_LISTED_PER_KIND = 200
 
 
-def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView:
-    account = connection.execute(
-        select(accounts.c.frozen, accounts.c.points_debt).where(accounts.c.user_id == user_id)
-    ).one_or_none()
-    amounts = read_balances(connection, user_id)
-    lots = connection.execute(
-        select(
-            points_lots.c.lot_id,
-            points_lots.c.remaining,
-            points_lots.c.expires_at_us,
-            points_lots.c.granted_at_us,
-        )
-        .where(
-            points_lots.c.user_id == user_id,
-            points_lots.c.remaining > 0,
-            or_(points_lots.c.expires_at_us.is_(None), points_lots.c.expires_at_us > now_us),
-        )
-        .order_by(points_lots.c.expires_at_us, points_lots.c.granted_at_us)
-        .limit(MAX_LISTED_PER_KIND)
-    ).all()
-    # A lot past its expiry stops counting at that instant, before the job writes its entry.
-    expired_unprocessed = (
-        connection.execute(
-            select(points_lots.c.remaining).where(
-                points_lots.c.user_id == user_id,
-                points_lots.c.remaining > 0,
-                points_lots.c.expires_at_us <= now_us,
-            )
-        )
-        .scalars()
-        .all()
+#: Balances, the account flags and the points of lots past expiry that the job has not processed
+#: yet, in one round trip: a wallet is read on every mutation's answer, so it must stay cheap.
+_SUMMARY = text(
+    "SELECT asset AS kind, available AS first, held AS second FROM balances WHERE user_id = :user_id "
+    "UNION ALL "
+    "SELECT '~account', CASE WHEN frozen THEN 1 ELSE 0 END, points_debt FROM accounts "
+    "WHERE user_id = :user_id "
+    "UNION ALL "
+    "SELECT '~expired_lots', COALESCE(SUM(remaining), 0), 0 FROM points_lots "
+    "WHERE user_id = :user_id AND remaining > 0 AND expires_at_us <= :now_us"
+)
+_LIVE_LOTS = (
+    select(
+        points_lots.c.lot_id,
+        points_lots.c.remaining,
+        points_lots.c.expires_at_us,
+        points_lots.c.granted_at_us,
     )
-    cards = connection.execute(
-        select(gift_cards)
-        .where(gift_cards.c.user_id == user_id)
-        .order_by(gift_cards.c.created_at_us)
-        .limit(MAX_LISTED_PER_KIND)
-    ).all()
+    .where(
+        points_lots.c.user_id == bindparam("p_user_id"),
+        points_lots.c.remaining > 0,
+        or_(points_lots.c.expires_at_us.is_(None), points_lots.c.expires_at_us > bindparam("p_now_us")),
+    )
+    .order_by(points_lots.c.expires_at_us, points_lots.c.granted_at_us)
+    .limit(MAX_LISTED_PER_KIND)
+)
+_CARDS = (
+    select(gift_cards)
+    .where(gift_cards.c.user_id == bindparam("p_user_id"))
+    .order_by(gift_cards.c.created_at_us)
+    .limit(MAX_LISTED_PER_KIND)
+)
+_ACCOUNT = "~account"
+_EXPIRED_LOTS = "~expired_lots"
+
+
+def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView:
+    summary = {
+        row.kind: (int(row.first), int(row.second))
+        for row in connection.execute(_SUMMARY, {"user_id": user_id, "now_us": now_us})
+    }
+    frozen, points_debt = summary.get(_ACCOUNT, (0, 0))
+    # A lot past its expiry stops counting at that instant, before the job writes its entry.
+    expired_unprocessed, _ = summary.get(_EXPIRED_LOTS, (0, 0))
+    parameters = {"p_user_id": user_id, "p_now_us": now_us}
+    lots = connection.execute(_LIVE_LOTS, parameters).all()
+    cards = connection.execute(_CARDS, parameters).all()
     balance_views = []
     for asset in Asset:
-        available, held = amounts.get(asset, (0, 0))
+        available, held = summary.get(asset.value, (0, 0))
         if asset is Asset.POINTS:
-            available -= sum(expired_unprocessed)
+            available -= expired_unprocessed
         balance_views.append(BalanceView(asset.value, available, held))
     return WalletView(
         user_id=user_id,
@@ -76,8 +84,8 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
             for row in cards
         ),
         coupons=read_coupon_views(connection, user_id, now_us),
-        frozen=bool(account.frozen) if account else False,
-        points_debt=int(account.points_debt) if account else 0,
+        frozen=bool(frozen),
+        points_debt=points_debt,
     )
 
 

@@ -164,3 +164,26 @@ def test_metrics_count_calls_and_refusals(tmp_path: Path) -> None:
         assert 'coffer_refusals_total{reason="INSUFFICIENT_FUNDS"} 1.0' in body
     finally:
         process.terminate()
+
+
+def test_several_worker_processes_share_one_port(tmp_path: Path) -> None:
+    shards = ",".join(f"sqlite:///{tmp_path}/s{index}.db" for index in range(2))
+    process = EngineProcess({"COFFER_SHARDS": shards, "COFFER_WORKERS": "2"})
+    try:
+        children = subprocess.run(
+            ["pgrep", "-P", str(process.process.pid)], capture_output=True, text=True, check=False
+        ).stdout.split()
+        assert len(children) >= 2, children
+        for index in range(20):
+            # A new channel per call: SO_REUSEPORT spreads new connections over the workers.
+            with grpc.insecure_channel(process.target) as channel:
+                stub = engine_pb2_grpc.TransactionEngineStub(channel)
+                top_up(stub, 6, f"w{index}", 5)
+        with grpc.insecure_channel(process.target) as channel:
+            wallet = engine_pb2_grpc.TransactionEngineStub(channel).GetWallet(
+                engine_pb2.GetWalletRequest(user_id=6), timeout=10
+            )
+            assert wallet.balances[0].available == 100
+            assert admin_pb2_grpc.AdminStub(channel).Audit(admin_pb2.AuditRequest(), timeout=30).ok
+    finally:
+        assert process.terminate() == 0
