@@ -75,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of charges (default 20)")
     parser.add_argument("--concurrency", type=int, default=64, help="concurrent callers (default 64)")
     parser.add_argument("--users", type=int, default=256, help="users to seed (default 256)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="engine processes (COFFER_WORKERS; default 2, one per core)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=8, help="threads and connections per engine process (default 8)"
+    )
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     console = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=REPORT_WIDTH)
@@ -97,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             measured = pgbench(postgres, "bench_pgbench", console)
             line["pgbench_tps"] = round(measured["tps"], 1)
             line["pgbench_latency_ms"] = measured["latency_ms"]
-            with engine_process(shards, reports / "engine-bench.log") as engine:
+            with engine_process(
+                shards, reports / "engine-bench.log", workers=args.workers, threads=args.threads
+            ) as engine:
                 config = LoadConfig(
                     target=engine.target,
                     users=args.users,
@@ -146,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     line.update(
         {
             "concurrency": args.concurrency,
+            "workers": args.workers,
+            "threads": args.threads,
             "duration_s": args.duration,
             "users": args.users,
             "mix": CHARGE_ONLY_MIX,

@@ -25,6 +25,7 @@ Only grpcio, grpcio-status, protobuf and tenacity are imported (the ``client`` e
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 #: Hard bounds on what a caller may configure: nothing retries forever.
 MAX_ATTEMPTS_LIMIT = 20
 MAX_PAGES_LIMIT = 10_000
+MAX_CONNECTIONS = 64
 
 #: Reconnect quickly after the engine restarts (gRPC's own default backoff grows to 120 s).
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
@@ -267,19 +269,34 @@ class OrderClient:
         metadata: Sequence[tuple[str, str]] = (),
         key_prefix: str = "oc",
         on_retry: RetryHook | None = None,
+        connections: int = 1,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
+        if not 1 <= connections <= MAX_CONNECTIONS:
+            raise ValueError(f"connections must be within 1..{MAX_CONNECTIONS}")
         self.target = target
         self._owns_channel = channel is None
         if channel is None:
-            if credentials is None:
-                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-            else:
-                channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        self.channel = channel
-        self.engine = engine_pb2_grpc.TransactionEngineStub(channel)
-        self.admin = admin_pb2_grpc.AdminStub(channel)
+            # Several connections let an engine running several worker processes on one port
+            # (COFFER_WORKERS, SO_REUSEPORT) spread the calls: the kernel balances connections,
+            # not calls. Each channel gets its own subchannel, hence its own TCP connection.
+            options = (*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1 if connections > 1 else 0))
+            channels = [
+                grpc.insecure_channel(target, options=options)
+                if credentials is None
+                else grpc.secure_channel(target, credentials, options=options)
+                for _ in range(connections)
+            ]
+        else:
+            channels = [channel]
+        self._channels = channels
+        self.channel = channels[0]
+        self._stubs = [
+            (engine_pb2_grpc.TransactionEngineStub(each), admin_pb2_grpc.AdminStub(each)) for each in channels
+        ]
+        self._next_stub = itertools.cycle(range(len(channels)))
+        self.engine, self.admin = self._stubs[0]
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.metadata = tuple(metadata)
@@ -290,7 +307,8 @@ class OrderClient:
 
     def close(self) -> None:
         if self._owns_channel:
-            self.channel.close()
+            for channel in self._channels:
+                channel.close()
 
     def __enter__(self) -> OrderClient:
         return self
@@ -306,7 +324,8 @@ class OrderClient:
 
     def _stub_method(self, rpc: str) -> Callable[..., Any]:
         service, _ = RPCS[rpc]
-        stub = self.engine if service == "engine" else self.admin
+        engine, admin = self._stubs[next(self._next_stub)]
+        stub = engine if service == "engine" else admin
         return getattr(stub, rpc.split(".", 1)[1])  # type: ignore[no-any-return]
 
     def send(

@@ -48,8 +48,9 @@ class Settings:
     job_batch_size: int = 500
     #: Database connections per physical shard; also bounds concurrent work per shard.
     pool_size: int = 16
-    #: Threads running blocking database work off the event loop.
-    worker_threads: int = 32
+    #: Threads running blocking database work off the event loop. More threads than this only
+    #: fight over the GIL: 16 gave 140 charges/s where 32 gave 100 (docs/performance.md).
+    worker_threads: int = 16
     #: Engine processes sharing the listen port (SO_REUSEPORT); each is a whole engine, and
     #: more than one lets the engine use more than one core despite Python's GIL.
     workers: int = 1

@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, help="engine host:port")
     parser.add_argument("--users", type=int, default=200, help="users to seed (default 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="worker threads (default 16)")
+    parser.add_argument(
+        "--connections", type=int, default=4, help="gRPC connections to spread calls over (default 4)"
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument(
         "--mix", default=DEFAULT_MIX, help=f"kind=weight,... or a preset (default {DEFAULT_MIX})"
@@ -57,6 +60,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         target=args.target,
         users=args.users,
         concurrency=args.concurrency,
+        connections=args.connections,
         duration_s=args.duration,
         mix=parse_mix(args.mix),
         timeout_s=args.timeout,

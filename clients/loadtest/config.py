@@ -87,6 +87,9 @@ class LoadConfig:
     audit: bool = True
     audit_timeout_s: float = 600.0
     run_id: str = ""
+    #: gRPC connections the harness spreads its calls over (an engine with several worker
+    #: processes balances connections, not calls).
+    connections: int = 4
 
     def __post_init__(self) -> None:
         if not 1 <= self.users <= MAX_USERS:
@@ -97,5 +100,7 @@ class LoadConfig:
             raise ValueError(f"--duration must be within 0..{MAX_DURATION_SECONDS} seconds")
         if self.timeout_s <= 0 or not 1 <= self.attempts <= 20:
             raise ValueError("--timeout must be positive and --attempts within 1..20")
+        if not 1 <= self.connections <= 64:
+            raise ValueError("--connections must be within 1..64")
         if not 1 <= self.merchants <= 10_000:
             raise ValueError("--merchants must be within 1..10000")

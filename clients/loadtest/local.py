@@ -40,16 +40,43 @@ def sqlite_shards(directory: Path, count: int = 2) -> list[str]:
 
 
 @contextmanager
-def engine_process(shard_urls: list[str], log_path: Path) -> Iterator[EngineProcess]:
+def engine_process(
+    shard_urls: list[str], log_path: Path, *, workers: int = 1, threads: int | None = None
+) -> Iterator[EngineProcess]:
     from tests.support.engines import EngineProcess
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    engine = EngineProcess({"COFFER_SHARDS": ",".join(shard_urls)}, log_path=log_path)
+    environment = {"COFFER_SHARDS": ",".join(shard_urls), "COFFER_WORKERS": str(workers)}
+    if threads is not None:
+        environment["COFFER_WORKER_THREADS"] = environment["COFFER_POOL_SIZE"] = str(threads)
+    engine = EngineProcess(environment, log_path=log_path)
     try:
         yield engine
     finally:
         if engine.process.poll() is None:
             engine.terminate()
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(entry.name))
+    return children
+
+
+def rss_tree_mb(pid: int) -> float | None:
+    """RSS of a process and its children (the engine's worker processes), in MiB."""
+    own = rss_mb(pid)
+    if own is None:
+        return None
+    return own + sum(rss_mb(child) or 0.0 for child in _children(pid))
 
 
 def rss_mb(pid: int) -> float | None:
@@ -76,7 +103,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            value = rss_mb(self.pid)
+            value = rss_tree_mb(self.pid)
             if value is not None:
                 self.max_mb = max(self.max_mb, value)
                 self.samples += 1

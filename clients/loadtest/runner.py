@@ -72,7 +72,11 @@ def run(
     started_at = datetime.now(UTC)
     with (
         OrderClient(
-            config.target, timeout=config.timeout_s, retry=retry, on_retry=recorder.on_retry
+            config.target,
+            timeout=config.timeout_s,
+            retry=retry,
+            on_retry=recorder.on_retry,
+            connections=config.connections,
         ) as client,
         ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="lt-aux") as executor,
     ):
