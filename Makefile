@@ -41,7 +41,7 @@ proto-check: $(STAMP)
 
 ## lint: ruff on everything, mypy --strict on the engine package
 lint: $(STAMP)
-	$(VENV)/bin/ruff check engine clients tests server.py
+	$(VENV)/bin/ruff check engine clients tests scripts server.py
 	$(VENV)/bin/mypy
 
 ## bench: throwaway PostgreSQL, pgbench TPC-B and the engine's charge mix; last line is JSON

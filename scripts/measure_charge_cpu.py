@@ -4,7 +4,7 @@
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from engine.domain.commands import *
+from engine.domain.commands import ChargeCommand, IssueCommand, TopUpSpec
 from engine.domain.money import Asset
 from engine.service.charge import charge
 from engine.service.issue import issue
