@@ -17,7 +17,7 @@ from engine.domain.points_fifo import draw_points
 from engine.domain.results import AccountStateResult, AdjustResult, EntryView, TransactionView
 from engine.domain.validation import require_idempotency_key, require_reference, require_text, require_user_id
 from engine.service.context import EngineContext
-from engine.service.idempotent import execute_idempotent
+from engine.service.idempotent import execute_for_user
 from engine.storage import balances
 from engine.storage.accounts import ensure_account, set_frozen
 from engine.storage.balances import insufficient_funds
@@ -43,14 +43,11 @@ def set_account_frozen(context: EngineContext, command: FreezeAccountCommand) ->
         ).scalar_one()
         return AccountStateResult(user_id=command.user_id, frozen=command.frozen, reason=reason)
 
-    return execute_idempotent(
+    return execute_for_user(
         context,
-        shard=context.router.for_user(command.user_id),
-        key=command.idempotency_key,
+        command,
         operation="FreezeAccount" if command.frozen else "UnfreezeAccount",
-        command=command,
         result_type=AccountStateResult,
-        owner=command.user_id,
         effect=effect,
     )
 
@@ -133,13 +130,10 @@ def adjust(context: EngineContext, command: AdjustCommand) -> AdjustResult:
         )
         return AdjustResult(transaction=view, wallet=read_wallet(connection, user_id, now_us))
 
-    return execute_idempotent(
+    return execute_for_user(
         context,
-        shard=context.router.for_user(command.user_id),
-        key=command.idempotency_key,
+        command,
         operation="Adjust",
-        command=command,
         result_type=AdjustResult,
-        owner=command.user_id,
         effect=effect,
     )

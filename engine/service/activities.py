@@ -35,7 +35,7 @@ from engine.domain.validation import require_idempotency_key, require_reference,
 from engine.service.context import EngineContext
 from engine.service.coupon_claims import issue_coupon
 from engine.service.coupon_templates import on_every_shard
-from engine.service.idempotent import execute_idempotent
+from engine.service.idempotent import execute_for_user
 from engine.service.points_grants import grant_lot
 from engine.storage.accounts import ensure_account, require_not_frozen
 from engine.storage.coupons import (
@@ -98,14 +98,11 @@ def grant_activity(context: EngineContext, command: IssueCommand) -> IssueResult
     if not isinstance(spec, ActivitySpec):
         raise TypeError("grant_activity takes Issue(activity)")
     require_reference("activity.activity_id", spec.activity_id, required=True)
-    return execute_idempotent(
+    return execute_for_user(
         context,
-        shard=context.router.for_user(command.user_id),
-        key=command.idempotency_key,
+        command,
         operation="Issue",
-        command=command,
         result_type=IssueResult,
-        owner=command.user_id,
         effect=lambda connection, now_us: _grant(context, connection, command, spec, now_us),
     )
 

@@ -27,7 +27,7 @@ from engine.domain.validation import (
 from engine.service.context import EngineContext
 from engine.service.coupon_legs import resolve_coupon_discounts, take_coupons
 from engine.service.gift_card_legs import resolve_gift_cards, take_gift_card
-from engine.service.idempotent import execute_idempotent
+from engine.service.idempotent import execute_for_user
 from engine.service.legs import LegMove, LegScope, take
 from engine.service.points_grants import earn_points
 from engine.storage.accounts import require_not_frozen
@@ -78,14 +78,11 @@ def validate_charge(command: ChargeCommand) -> None:
 
 def charge(context: EngineContext, command: ChargeCommand) -> ChargeResult:
     validate_charge(command)
-    return execute_idempotent(
+    return execute_for_user(
         context,
-        shard=context.router.for_user(command.user_id),
-        key=command.idempotency_key,
+        command,
         operation="Charge",
-        command=command,
         result_type=ChargeResult,
-        owner=command.user_id,
         effect=lambda connection, now_us: _charge(context, connection, command, now_us),
     )
 

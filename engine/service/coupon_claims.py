@@ -20,7 +20,7 @@ from engine.domain.ledger import TransactionType
 from engine.domain.results import CouponView, IssueResult
 from engine.domain.validation import require_idempotency_key, require_reference, require_user_id
 from engine.service.context import EngineContext
-from engine.service.idempotent import execute_idempotent
+from engine.service.idempotent import execute_for_user
 from engine.storage.accounts import ensure_account, require_not_frozen
 from engine.storage.coupons import (
     SOURCE_CLAIM,
@@ -80,14 +80,11 @@ def claim_coupon(context: EngineContext, command: IssueCommand) -> IssueResult:
     if not isinstance(spec, CouponClaimSpec):
         raise TypeError("claim_coupon takes Issue(coupon)")
     require_reference("coupon.template_id", spec.template_id, required=True)
-    return execute_idempotent(
+    return execute_for_user(
         context,
-        shard=context.router.for_user(command.user_id),
-        key=command.idempotency_key,
+        command,
         operation="Issue",
-        command=command,
         result_type=IssueResult,
-        owner=command.user_id,
         effect=lambda connection, now_us: _claim(context, connection, command, spec, now_us),
     )
 

@@ -86,3 +86,32 @@ def execute_idempotent(
             return result
 
     return run_transaction(attempt, attempts=context.settings.transaction_attempts)
+
+
+class UserCommand(Protocol):
+    @property
+    def idempotency_key(self) -> str: ...
+
+    @property
+    def user_id(self) -> int: ...
+
+
+def execute_for_user(
+    context: EngineContext,
+    command: UserCommand,
+    *,
+    operation: str,
+    result_type: type[R],
+    effect: Callable[[Connection, int], R],
+) -> R:
+    """The common case: the command names its user, whose shard runs it and who owns its key."""
+    return execute_idempotent(
+        context,
+        shard=context.router.for_user(command.user_id),
+        key=command.idempotency_key,
+        operation=operation,
+        command=command,
+        result_type=result_type,
+        owner=command.user_id,
+        effect=effect,
+    )

@@ -31,7 +31,7 @@ from engine.domain.results import IssueResult
 from engine.domain.validation import require_idempotency_key, require_reference, require_text, require_user_id
 from engine.service.channel_transactions import claim_channel_transaction
 from engine.service.context import EngineContext
-from engine.service.idempotent import execute_idempotent
+from engine.service.idempotent import execute_for_user
 from engine.service.points_grants import grant_lot
 from engine.storage.accounts import ensure_account
 from engine.storage.balances import credit_available
@@ -107,14 +107,11 @@ def _run(
     command: IssueCommand,
     effect: Callable[[Connection, int], IssueResult],
 ) -> IssueResult:
-    return execute_idempotent(
+    return execute_for_user(
         context,
-        shard=context.router.for_user(command.user_id),
-        key=command.idempotency_key,
+        command,
         operation="Issue",
-        command=command,
         result_type=IssueResult,
-        owner=command.user_id,
         effect=effect,
     )
 
