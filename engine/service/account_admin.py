@@ -18,11 +18,12 @@ from engine.domain.results import AccountStateResult, AdjustResult, EntryView, T
 from engine.domain.validation import require_idempotency_key, require_reference, require_text, require_user_id
 from engine.service.context import EngineContext
 from engine.service.idempotent import execute_for_user
+from engine.service.points_grants import grant_lot
 from engine.storage import balances
 from engine.storage.accounts import ensure_account, set_frozen
 from engine.storage.balances import insufficient_funds
 from engine.storage.ledger import append_transaction
-from engine.storage.lots import apply_draws, insert_lot, read_spendable_lots
+from engine.storage.lots import apply_draws, read_spendable_lots
 from engine.storage.schema import accounts
 from engine.storage.wallets import read_wallet
 
@@ -71,24 +72,22 @@ def adjust(context: EngineContext, command: AdjustCommand) -> AdjustResult:
         transaction_id = ids.new_id("tx", virtual_shard, now_us // 1000)
         ensure_account(connection, user_id, virtual_shard, now_us)
         posting = Posting()
-        lot_id = ""
-        if command.amount > 0:
-            balances.credit_available(connection, user_id, asset, amount)
-            if asset is Asset.POINTS:
-                lot_id = ids.new_id("lot", virtual_shard, now_us // 1000)
-                insert_lot(
-                    connection,
-                    lot_id=lot_id,
-                    user_id=user_id,
-                    points=amount,
-                    expires_at_us=None,
-                    now_us=now_us,
-                    transaction_id=transaction_id,
-                )
-            posting.move(
-                system_entry(adjustment(asset), asset, amount),
-                user_entry(user_id, asset, amount, instrument=lot_id),
+        if command.amount > 0 and asset is Asset.POINTS:
+            # Points arrive as a never-expiring lot, after paying any points debt first.
+            grant_lot(
+                connection,
+                user_id=user_id,
+                lot_id=ids.new_id("lot", virtual_shard, now_us // 1000),
+                points=amount,
+                expires_at_us=None,
+                now_us=now_us,
+                transaction_id=transaction_id,
+                posting=posting,
+                source_account=adjustment(asset),
             )
+        elif command.amount > 0:
+            balances.credit_available(connection, user_id, asset, amount)
+            posting.move(system_entry(adjustment(asset), asset, amount), user_entry(user_id, asset, amount))
         else:
             balances.debit_available(connection, user_id, asset, amount)
             if asset is Asset.POINTS:

@@ -48,8 +48,10 @@ def grant_lot(
     now_us: int,
     transaction_id: str,
     posting: Posting,
+    source_account: str = POINTS_ISSUED,
 ) -> int:
-    """Insert a lot of ``points`` (after paying any points debt) and post the grant.
+    """Insert a lot of ``points`` (after paying any points debt) and post the grant from
+    ``source_account`` (``points_issued``; an Admin adjustment names its own account).
 
     The account row must exist. Returns the points that went to the lot.
     """
@@ -82,10 +84,10 @@ def grant_lot(
         )
     )
     posting.move(
-        system_entry(POINTS_ISSUED, Asset.POINTS, kept),
+        system_entry(source_account, Asset.POINTS, kept),
         user_entry(user_id, Asset.POINTS, kept, instrument=lot_id),
     )
-    posting.move(system_entry(POINTS_ISSUED, Asset.POINTS, paid), points_debt_entry(user_id, paid))
+    posting.move(system_entry(source_account, Asset.POINTS, paid), points_debt_entry(user_id, paid))
     return kept
 
 

@@ -58,29 +58,3 @@ def apply_draws(connection: Connection, charge_id: str, draws: list[LotDraw], *,
                 for draw in draws
             ],
         )
-
-
-def insert_lot(
-    connection: Connection,
-    *,
-    lot_id: str,
-    user_id: int,
-    points: int,
-    expires_at_us: int | None,
-    now_us: int,
-    transaction_id: str,
-) -> None:
-    """A new lot of ``points`` (the caller credits the POINTS balance and writes the entry)."""
-    connection.execute(
-        points_lots.insert().values(
-            lot_id=lot_id,
-            user_id=user_id,
-            granted=points,
-            remaining=points,
-            held=0,
-            expires_at_us=expires_at_us,
-            granted_at_us=now_us,
-            expired_at_us=None,
-            transaction_id=transaction_id,
-        )
-    )

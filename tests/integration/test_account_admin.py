@@ -88,3 +88,24 @@ def test_no_balance_passes_two_to_the_sixty_two(engine_context: EngineContext) -
     assert available(get_wallet(engine_context, USER)) == MAX_BALANCE_FEN
     issue(engine_context, IssueCommand("p1", USER, PointsSpec(5, 0, "still fine for other assets")))
     assert audit(engine_context).ok
+
+
+def test_points_adjustment_pays_a_points_debt_first(engine_context: EngineContext) -> None:
+    from dataclasses import replace
+
+    from engine.domain.commands import RefundCommand
+    from engine.service.refund import refund
+
+    earning = EngineContext(
+        engine_context.router, replace(engine_context.settings, points_earn_bps=1_000), engine_context.clock
+    )
+    issue(earning, IssueCommand("t1", USER, TopUpSpec(10_000, Asset.CASH, "alipay", "a1")))
+    order = charge(earning, ChargeCommand("c1", USER, "o1", "m", "", 5_000))  # earns 500 points
+    # Spends them; the 500 paid in cash earns 50 more.
+    charge(earning, ChargeCommand("c2", USER, "o2", "m", "", 1_000, points=500))
+    refund(earning, RefundCommand("r1", order.charge_id, 5_000))  # claws back 500: 50 taken, 450 owed
+    assert get_wallet(earning, USER).points_debt == 450
+    adjusted = adjust(earning, AdjustCommand("a1", USER, Asset.POINTS, 800, "goodwill", "ops-7"))
+    assert adjusted.wallet.points_debt == 0
+    assert available(adjusted.wallet, "POINTS") == 350
+    assert audit(earning).ok
