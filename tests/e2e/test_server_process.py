@@ -187,3 +187,50 @@ def test_several_worker_processes_share_one_port(tmp_path: Path) -> None:
             assert admin_pb2_grpc.AdminStub(channel).Audit(admin_pb2.AuditRequest(), timeout=30).ok
     finally:
         assert process.terminate() == 0
+
+
+def test_sigterm_lets_an_in_flight_call_finish(postgres: PostgresServer) -> None:
+    """A charge blocked on a row lock when SIGTERM arrives still completes within the grace."""
+    import threading
+
+    import psycopg
+
+    urls = [postgres.create_database(f"inflight{index}") for index in range(2)]
+    process = EngineProcess({"COFFER_SHARDS": ",".join(urls), "COFFER_SHUTDOWN_GRACE_SECONDS": "20"})
+    user = 2  # virtual shard 2 -> physical shard 0
+    outcome: dict[str, object] = {}
+    with grpc.insecure_channel(process.target) as channel:
+        stub = engine_pb2_grpc.TransactionEngineStub(channel)
+        top_up(stub, user, "seed", 1000)
+        with psycopg.connect(postgres.dsn("inflight0")) as blocker:
+            blocker.execute("SELECT * FROM balances WHERE user_id = %s FOR UPDATE", (user,))
+
+            def pay() -> None:
+                try:
+                    outcome["response"] = stub.Charge(
+                        engine_pb2.ChargeRequest(
+                            idempotency_key="in-flight",
+                            user_id=user,
+                            order_id="o",
+                            merchant_id="m",
+                            amount=300,
+                        ),
+                        timeout=30,
+                    )
+                except grpc.RpcError as error:
+                    outcome["error"] = error.code()
+
+            caller = threading.Thread(target=pay)
+            caller.start()
+            time.sleep(1.0)  # the charge is now waiting on the locked balance row
+            process.process.send_signal(signal.SIGTERM)
+            time.sleep(1.0)
+            with pytest.raises(grpc.RpcError) as refused:
+                top_up(stub, 3, "after-sigterm", 1)  # another shard: new calls are refused meanwhile
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            blocker.rollback()  # release the lock: the in-flight charge proceeds
+        caller.join(timeout=30)
+    assert process.process.wait(timeout=30) == 0
+    assert "error" not in outcome, outcome
+    response = outcome["response"]
+    assert response.wallet.balances[0].available == 700  # type: ignore[attr-defined]
