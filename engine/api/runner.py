@@ -12,7 +12,7 @@ import grpc
 
 from engine.api.errors import to_status
 from engine.api.metrics import REFUSALS
-from engine.domain.errors import CofferError, Reason
+from engine.domain.errors import CofferError
 
 T = TypeVar("T")
 logger = logging.getLogger("coffer.api")
@@ -35,11 +35,6 @@ class UseCaseRunner:
             logger.exception("unexpected failure in a use case")
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; nothing was applied")
         raise AssertionError("abort always raises")  # pragma: no cover
-
-    async def unimplemented(self, context: grpc.aio.ServicerContext[Any, Any], name: str) -> None:
-        await context.abort_with_status(
-            to_status(CofferError(Reason.NOT_IMPLEMENTED, f"{name} is not available yet"))
-        )
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=False)

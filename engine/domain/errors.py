@@ -22,7 +22,6 @@ class Code(enum.Enum):
     UNAUTHENTICATED = "UNAUTHENTICATED"
     ABORTED = "ABORTED"
     UNAVAILABLE = "UNAVAILABLE"
-    UNIMPLEMENTED = "UNIMPLEMENTED"
 
 
 class Reason(enum.Enum):
@@ -75,8 +74,6 @@ class Reason(enum.Enum):
     CONTENTION = ("CONTENTION", Code.ABORTED)
 
     STORAGE_UNAVAILABLE = ("STORAGE_UNAVAILABLE", Code.UNAVAILABLE)
-
-    NOT_IMPLEMENTED = ("NOT_IMPLEMENTED", Code.UNIMPLEMENTED)
 
     @property
     def label(self) -> str:

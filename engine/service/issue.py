@@ -17,7 +17,7 @@ from engine.domain.commands import (
     PointsSpec,
     TopUpSpec,
 )
-from engine.domain.errors import CofferError, Reason, invalid_argument
+from engine.domain.errors import InvariantViolation, invalid_argument
 from engine.domain.ledger import (
     COINS_ISSUED,
     Posting,
@@ -99,7 +99,7 @@ def issue(context: EngineContext, command: IssueCommand) -> IssueResult:
         from engine.service.activities import grant_activity
 
         return grant_activity(context, command)
-    raise CofferError(Reason.NOT_IMPLEMENTED, f"Issue({type(spec).__name__}) is not available yet")
+    raise InvariantViolation(f"an Issue kind without a use case: {type(spec).__name__}")
 
 
 def _run(

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
-from engine.domain.errors import CofferError, Reason
+from engine.domain.errors import InvariantViolation
 from engine.domain.ledger import (
     COINS_FUNDING,
     COINS_REDEEMED,
@@ -64,7 +64,8 @@ class LegScope:
 def _asset(kind: str) -> Asset:
     asset = _ASSET_OF_KIND.get(kind)
     if asset is None:
-        raise CofferError(Reason.NOT_IMPLEMENTED, f"{kind} legs are not available yet")
+        # Gift-card and coupon legs have their own modules; reaching here with one is a bug.
+        raise InvariantViolation(f"{kind} legs do not move a wallet balance")
     return asset
 
 

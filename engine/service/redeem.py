@@ -7,15 +7,13 @@
 
 from __future__ import annotations
 
-import importlib
-
 from engine.domain.commands import (
     CouponCodeRedemptionSpec,
     GiftCardRedemptionSpec,
     PointsExchangeSpec,
     RedeemCommand,
 )
-from engine.domain.errors import CofferError, Reason, invalid_argument
+from engine.domain.errors import invalid_argument
 from engine.domain.results import RedeemResult
 from engine.service.context import EngineContext
 
@@ -36,11 +34,6 @@ def redeem(context: EngineContext, command: RedeemCommand) -> RedeemResult:
 
 
 def _redeem_coupon_code(context: EngineContext, command: RedeemCommand) -> RedeemResult:
-    try:
-        module = importlib.import_module("engine.service.coupon_redemption")
-    except ModuleNotFoundError as error:
-        if error.name != "engine.service.coupon_redemption":
-            raise
-        raise CofferError(Reason.NOT_IMPLEMENTED, "coupon-code redemption is not available yet") from error
-    result: RedeemResult = module.redeem_coupon_code(context, command)
-    return result
+    from engine.service.coupon_redemption import redeem_coupon_code
+
+    return redeem_coupon_code(context, command)
