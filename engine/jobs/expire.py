@@ -22,6 +22,7 @@ from engine.service.holds import AUTHORIZED, is_expired, resolve_hold
 from engine.service.points_grants import lock_points_balance
 from engine.storage import balances
 from engine.storage.charges import lock_charge
+from engine.storage.database import read_only
 from engine.storage.gift_cards import ACTIVE, EMPTY, EXPIRED, FROZEN
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
@@ -61,7 +62,7 @@ def _run_each(
 def expire_holds(context: EngineContext, shard: Shard, now_us: int, limit: int, after: str) -> BatchOutcome:
     """AUTHORIZED charges past ``hold_expires_at``: release every leg, status EXPIRED, an EXPIRE
     transaction, coupons back to ACTIVATED (``release_coupons``)."""
-    with shard.engine.connect() as connection:
+    with read_only(shard.engine) as connection:
         keys = list(
             connection.execute(
                 select(charges.c.charge_id)
@@ -100,7 +101,7 @@ def expire_points_lots(
     """Lots past ``expires_at`` not yet recorded: ``remaining`` goes to ``points_expired`` (an
     EXPIRE transaction naming the lot), the POINTS balance drops, ``expired_at`` is set. Points
     a pending authorization holds in the lot stay held (they were spent before the expiry)."""
-    with shard.engine.connect() as connection:
+    with read_only(shard.engine) as connection:
         keys = list(
             connection.execute(
                 select(points_lots.c.lot_id)
@@ -172,7 +173,7 @@ def expire_gift_cards(
 ) -> BatchOutcome:
     """Cards past ``expires_at`` become EXPIRED. Their balance stays on the card as the float's
     liability (no value moves); the EXPIRE transaction carries no entries and names the card."""
-    with shard.engine.connect() as connection:
+    with read_only(shard.engine) as connection:
         keys = list(
             connection.execute(
                 select(gift_cards.c.code)

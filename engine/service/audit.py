@@ -6,6 +6,7 @@ from engine.domain.errors import invalid_argument
 from engine.domain.results import AuditReport, ShardAuditReport
 from engine.service.context import EngineContext
 from engine.storage.audit import CHECKS, count_checked
+from engine.storage.database import read_only
 
 
 def audit(context: EngineContext, shard_index: int | None = None) -> AuditReport:
@@ -17,7 +18,7 @@ def audit(context: EngineContext, shard_index: int | None = None) -> AuditReport
     reports = []
     for shard in shards:
         # One snapshot per shard: REPEATABLE READ on PostgreSQL, SQLite's transaction otherwise.
-        with shard.engine.connect() as connection:
+        with read_only(shard.engine) as connection:
             if connection.dialect.name == "postgresql":
                 connection = connection.execution_options(isolation_level="REPEATABLE READ")
             with connection.begin():

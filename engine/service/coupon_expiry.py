@@ -21,6 +21,7 @@ from engine.domain.ledger import TransactionType
 from engine.jobs.base import BatchOutcome
 from engine.service.context import EngineContext
 from engine.storage.coupons import change_state, read_coupon
+from engine.storage.database import read_only
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
 from engine.storage.schema import user_coupons
@@ -54,7 +55,7 @@ def expire_coupons_batch(
     context: EngineContext, shard: Shard, now_us: int, limit: int, after: str
 ) -> BatchOutcome:
     """One batch on one shard: up to ``limit`` due coupons whose id sorts after ``after``."""
-    with shard.engine.connect() as connection:
+    with read_only(shard.engine) as connection:
         keys = list(
             connection.execute(
                 select(user_coupons.c.coupon_id)

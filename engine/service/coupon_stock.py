@@ -29,6 +29,7 @@ from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.validation import require_reference
 from engine.service.context import EngineContext
 from engine.storage.coupons import read_template, template_not_found
+from engine.storage.database import read_only
 from engine.storage.dialect import insert_or_ignore
 from engine.storage.router import Shard
 from engine.storage.schema import coupon_stock, coupon_stock_transfers, user_coupons
@@ -46,7 +47,7 @@ class ShardStock:
 def stock_report(context: EngineContext, template_id: str) -> list[ShardStock]:
     report = []
     for shard in context.router.shards:
-        with shard.engine.connect() as connection:
+        with read_only(shard.engine) as connection:
             allotted, remaining = connection.execute(
                 select(
                     func.coalesce(func.sum(coupon_stock.c.allotment), 0),

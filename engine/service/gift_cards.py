@@ -45,6 +45,7 @@ from engine.service.issue import MAX_TTL_DAYS, MICROSECONDS_PER_DAY, new_transac
 from engine.service.legs import LegMove, LegScope
 from engine.storage.accounts import ensure_account, require_not_frozen
 from engine.storage.charges import insert_legs
+from engine.storage.database import read_only
 from engine.storage.dialect import insert_or_ignore
 from engine.storage.gift_cards import ACTIVE, EMPTY, change_balance, effective_state, read_card, view_of
 from engine.storage.ledger import append_transaction
@@ -202,7 +203,7 @@ def get_gift_card(context: EngineContext, code: str) -> GiftCardView:
     if not code:
         raise invalid_argument("code", "is required")
     shard, canonical = _card_shard(context, code, "code")
-    with shard.engine.connect() as connection:
+    with read_only(shard.engine) as connection:
         row = read_card(connection, canonical)
         if row is None:
             raise gift_card_not_found(canonical)

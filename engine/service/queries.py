@@ -12,6 +12,7 @@ from engine.domain.validation import require_user_id
 from engine.service.context import EngineContext
 from engine.service.refund import charge_not_found, shard_of_charge
 from engine.storage.charges import charge_view, read_charge_row
+from engine.storage.database import read_only
 from engine.storage.schema import ledger_entries, ledger_transactions
 from engine.storage.wallets import read_wallet
 
@@ -21,7 +22,7 @@ MAX_PAGE_SIZE = 200
 
 def get_wallet(context: EngineContext, user_id: int) -> WalletView:
     require_user_id(user_id)
-    with context.router.for_user(user_id).engine.connect() as connection:
+    with read_only(context.router.for_user(user_id).engine) as connection:
         return read_wallet(connection, user_id, context.now_us())
 
 
@@ -29,7 +30,7 @@ def get_charge(context: EngineContext, charge_id: str) -> ChargeView:
     if not charge_id:
         raise invalid_argument("charge_id", "is required")
     shard = shard_of_charge(context, charge_id)
-    with shard.engine.connect() as connection:
+    with read_only(shard.engine) as connection:
         row = read_charge_row(connection, charge_id)
         if row is None:
             raise charge_not_found(charge_id)
@@ -73,7 +74,7 @@ def list_transactions(
     query = query.order_by(
         ledger_transactions.c.created_at_us.desc(), ledger_transactions.c.transaction_id.desc()
     ).limit(size + 1)
-    with context.router.for_user(user_id).engine.connect() as connection:
+    with read_only(context.router.for_user(user_id).engine) as connection:
         rows = connection.execute(query).all()
         page = rows[:size]
         entries_by_transaction: dict[str, list[EntryView]] = {row.transaction_id: [] for row in page}

@@ -39,6 +39,7 @@ from engine.storage.accounts import require_not_frozen
 from engine.storage.balances import insufficient_funds, read_balances
 from engine.storage.charges import live_charge_for_order
 from engine.storage.coupons import read_coupon, read_live_coupons, read_templates, state_now
+from engine.storage.database import read_only
 from engine.storage.lots import read_spendable_lots
 from engine.storage.unit_of_work import run_transaction
 
@@ -53,7 +54,7 @@ def quote_charge(context: EngineContext, command: ChargeCommand) -> QuoteResult:
     shard = context.router.for_user(command.user_id)
 
     def attempt() -> QuoteResult:
-        with shard.engine.connect() as connection:
+        with read_only(shard.engine) as connection:
             transaction = connection.begin()
             try:
                 return _quote(context, connection, command, context.now_us())

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY_OPTION = "coffer_read_only"
 
 
 def create_shard_engine(
@@ -62,6 +63,16 @@ def _create_sqlite_engine(url: str, *, pool_size: int) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front; readers (see read_only) run beside them in WAL.
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def read_only(engine: Engine) -> Connection:
+    """A connection for queries that write nothing: on SQLite it does not take the write lock,
+    so reads proceed beside the one writer (WAL); on PostgreSQL it is an ordinary connection."""
+    return engine.connect().execution_options(**{READ_ONLY_OPTION: True})
