@@ -19,8 +19,8 @@ from engine.domain.money import Asset
 from engine.jobs.base import BatchOutcome
 from engine.service.context import EngineContext
 from engine.service.holds import AUTHORIZED, is_expired, resolve_hold
-from engine.service.points_grants import lock_points_balance
 from engine.storage import balances
+from engine.storage.balances import lock_points_balance
 from engine.storage.charges import lock_charge
 from engine.storage.database import read_only
 from engine.storage.gift_cards import ACTIVE, EMPTY, EXPIRED, FROZEN

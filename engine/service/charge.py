@@ -63,8 +63,13 @@ def validate_charge(command: ChargeCommand) -> None:
         raise invalid_argument("gift_card_codes", "a gift card is named twice")
     if command.items:
         total = 0
+        skus: set[str] = set()
         for index, item in enumerate(command.items):
             require_reference(f"items[{index}].sku", item.sku, required=True)
+            # Refunds name lines by SKU, so a SKU is one line (its quantities summed).
+            if item.sku in skus:
+                raise invalid_argument(f"items[{index}].sku", "is on two lines; sum its quantities")
+            skus.add(item.sku)
             if item.unit_price < 0:
                 raise invalid_argument(f"items[{index}].unit_price", "must not be negative")
             if item.quantity <= 0:

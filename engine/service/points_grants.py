@@ -31,9 +31,9 @@ from engine.domain.points_fifo import spending_order
 from engine.service.context import EngineContext
 from engine.service.legs import LegScope
 from engine.storage.accounts import ensure_account
-from engine.storage.balances import credit_available, debit_available
+from engine.storage.balances import credit_available, debit_available, lock_points_balance
 from engine.storage.lots import read_spendable_lots
-from engine.storage.schema import accounts, balances, charges, points_lots
+from engine.storage.schema import accounts, charges, points_lots
 
 MICROSECONDS_PER_DAY = 86_400 * 1_000_000
 
@@ -89,15 +89,6 @@ def grant_lot(
     )
     posting.move(system_entry(source_account, Asset.POINTS, paid), points_debt_entry(user_id, paid))
     return kept
-
-
-def lock_points_balance(connection: Connection, user_id: int) -> None:
-    """Take the POINTS balance row's lock (PostgreSQL; SQLite already serializes writers)."""
-    connection.execute(
-        select(balances.c.available)
-        .where(balances.c.user_id == user_id, balances.c.asset == Asset.POINTS.value)
-        .with_for_update()
-    ).first()
 
 
 def earn_points(context: EngineContext, scope: LegScope, *, transaction_id: str, base: int) -> int:

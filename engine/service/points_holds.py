@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 from engine.domain.errors import require
 from engine.domain.ledger import POINTS_EXPIRED, Bucket, system_entry, user_entry
 from engine.domain.money import Asset
+from engine.service.points_return import lot_has_expired
 from engine.storage import balances
 from engine.storage.schema import lot_draws, points_lots
 
@@ -33,7 +34,9 @@ def _held_draws(connection: Connection, charge_id: str, *, latest_first: bool) -
     )
     return list(
         connection.execute(
-            select(lot_draws.c.lot_id, lot_draws.c.held, points_lots.c.expires_at_us)
+            select(
+                lot_draws.c.lot_id, lot_draws.c.held, points_lots.c.expires_at_us, points_lots.c.expired_at_us
+            )
             .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
             .where(lot_draws.c.charge_id == charge_id, lot_draws.c.held > 0)
             .order_by(*order)
@@ -77,6 +80,9 @@ def release_held_points(scope: LegScope, leg: LegMove) -> None:
     """Held points go back to their lots (latest expiry first) and to the user's available."""
     connection = scope.connection
     remaining = leg.units
+    # The POINTS balance lock first, so the lots read next show any expiry the job committed
+    # while this request waited for the charge row.
+    balances.lock_points_balance(connection, scope.user_id)
     # (lot, points, lot expired) — planned first: the charge row is locked, so its draws are stable.
     plan: list[tuple[str, int, bool]] = []
     for draw in _held_draws(connection, scope.charge_id, latest_first=True):
@@ -84,9 +90,7 @@ def release_held_points(scope: LegScope, leg: LegMove) -> None:
             break
         give = min(draw.held, remaining)
         remaining -= give
-        plan.append(
-            (draw.lot_id, give, draw.expires_at_us is not None and draw.expires_at_us <= scope.now_us)
-        )
+        plan.append((draw.lot_id, give, lot_has_expired(draw, scope.now_us)))
     require(remaining == 0, "released points never exceed what the authorization holds")
     live = sum(give for _, give, expired in plan if not expired)
     # The POINTS balance row before the lots: the lock order every use case follows.

@@ -7,7 +7,7 @@ refund transaction carries a ``points_expired`` entry naming the lot.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -21,14 +21,24 @@ if TYPE_CHECKING:
     from engine.service.legs import LegMove, LegScope
 
 
+def lot_has_expired(lot: Any, now_us: int) -> bool:
+    """Expired by its instant, or already closed by the expiry job (whose clock may run ahead):
+    either way points returned to it expire again at once instead of refilling it."""
+    return lot.expired_at_us is not None or (lot.expires_at_us is not None and lot.expires_at_us <= now_us)
+
+
 def return_points_to_lots(scope: LegScope, leg: LegMove) -> None:
     connection = scope.connection
+    # The POINTS balance lock first (the lock order; the expiry job takes it too), so the lots
+    # read next show any expiry the job committed while this request waited.
+    balances.lock_points_balance(connection, scope.user_id)
     draws = connection.execute(
         select(
             lot_draws.c.lot_id,
             lot_draws.c.points,
             lot_draws.c.returned,
             points_lots.c.expires_at_us,
+            points_lots.c.expired_at_us,
         )
         .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
         .where(lot_draws.c.charge_id == scope.charge_id)
@@ -44,8 +54,7 @@ def return_points_to_lots(scope: LegScope, leg: LegMove) -> None:
         if give <= 0:
             continue
         remaining -= give
-        expired = draw.expires_at_us is not None and draw.expires_at_us <= scope.now_us
-        plan.append((draw.lot_id, give, expired))
+        plan.append((draw.lot_id, give, lot_has_expired(draw, scope.now_us)))
     require(remaining == 0, "refunded points never exceed what the charge drew from lots")
     # The POINTS balance row before the lots: the lock order every use case follows.
     balances.credit_available(

@@ -45,10 +45,16 @@ def validate_refund(command: RefundCommand) -> None:
         if len(command.items) > MAX_ITEMS_PER_CHARGE:
             raise invalid_argument("items", f"at most {MAX_ITEMS_PER_CHARGE} items")
         require_non_negative_amount("amount", command.amount)
+        seen: set[str] = set()
         for index, item in enumerate(command.items):
             require_reference(f"items[{index}].sku", item.sku, required=True)
             if item.quantity <= 0:
                 raise invalid_argument(f"items[{index}].quantity", "must be greater than zero")
+            # Each line is valued once against its refunded-so-far state: a SKU named twice would
+            # be valued twice against the same state, so its quantities must come summed.
+            if item.sku in seen:
+                raise invalid_argument(f"items[{index}].sku", "is named twice; sum its quantities")
+            seen.add(item.sku)
     else:
         # 0 is accepted only for a charge with nothing paid left to refund (_coupons_only), which
         # a malformed charge id cannot name.
@@ -181,7 +187,12 @@ def _refund(
     )
     posting = Posting()
     scope = LegScope(connection, row.user_id, row.charge_id, row.merchant_id, now_us, posting)
-    # Same lock order as a charge: gift cards, then CASH, COINS, POINTS.
+    refunded_total = row.refunded_amount + amount
+    status = "REFUNDED" if refunded_total == row.captured_amount else "PARTIALLY_REFUNDED"
+    if status == "REFUNDED":
+        # The order's coupons first: the same lock order as a charge (coupons, gift cards,
+        # then CASH, COINS, POINTS).
+        after_full_refund(scope, row.charge_id)
     order = {"GIFT_CARD": 0, "CASH": 1, "COINS": 2, "POINTS": 3}
     for returned in sorted(returns, key=lambda item: (order[item.kind], item.instrument)):
         leg = LegMove(returned.kind, returned.instrument, returned.value, returned.units)
@@ -200,8 +211,6 @@ def _refund(
                 refunded_units=charge_legs.c.refunded_units + returned.units,
             )
         )
-    refunded_total = row.refunded_amount + amount
-    status = "REFUNDED" if refunded_total == row.captured_amount else "PARTIALLY_REFUNDED"
     updated = connection.execute(
         charges.update()
         .where(
@@ -212,8 +221,6 @@ def _refund(
     )
     if updated.rowcount != 1:
         raise CofferError(Reason.CONTENTION, "the charge changed during the refund; retry")
-    if status == "REFUNDED":
-        after_full_refund(scope, row.charge_id)
     # Points this order earned go back in proportion to what has now been refunded.
     claw_back_points(scope, row, refunded_total)
 

@@ -85,6 +85,18 @@ def lots_match_points(connection: Connection) -> list[Violation]:
     ]
 
 
+def expired_lots_stay_empty(connection: Connection) -> list[Violation]:
+    """A lot the expiry job closed holds nothing spendable again (returns to it expire at once)."""
+    rows = _rows(
+        connection,
+        "SELECT lot_id, remaining FROM points_lots WHERE expired_at_us IS NOT NULL AND remaining > 0",
+    )
+    return [
+        Violation("1.expired_lot_empty", f"lot {lot}: {remaining} points after expiry")
+        for lot, remaining in rows
+    ]
+
+
 def gift_cards_match_entries(connection: Connection) -> list[Violation]:
     rows = _rows(
         connection,
@@ -242,6 +254,7 @@ CHECKS: list[Check] = [
     balances_match_entries,
     buckets_match_entries,
     lots_match_points,
+    expired_lots_stay_empty,
     gift_cards_match_entries,
     nothing_negative,
     one_effect_per_key,

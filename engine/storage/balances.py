@@ -117,3 +117,12 @@ def read_balances(connection: Connection, user_id: int) -> dict[Asset, tuple[int
         select(balances.c.asset, balances.c.available, balances.c.held).where(balances.c.user_id == user_id)
     ).all()
     return {Asset(row.asset): (row.available, row.held) for row in rows}
+
+
+def lock_points_balance(connection: Connection, user_id: int) -> None:
+    """Take the POINTS balance row's lock (PostgreSQL; SQLite already serializes writers)."""
+    connection.execute(
+        select(balances.c.available)
+        .where(balances.c.user_id == user_id, balances.c.asset == Asset.POINTS.value)
+        .with_for_update()
+    ).first()
