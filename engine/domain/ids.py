@@ -51,6 +51,11 @@ def new_id(prefix: str, virtual_shard: int, now_ms: int) -> str:
     return f"{prefix}_{shard}{time_part}{random_part}".lower()
 
 
+def new_transaction_id(virtual_shard: int, now_us: int) -> str:
+    """A fresh ledger transaction id on ``virtual_shard`` (``now_us``: the transaction's clock)."""
+    return new_id("tx", virtual_shard, now_us // 1000)
+
+
 def id_virtual_shard(identifier: str) -> int | None:
     """The virtual shard an id carries, or ``None`` when it is not one of ours."""
     match = _ID_PATTERN.match(identifier)
