@@ -7,6 +7,10 @@ points. The released part is exactly :func:`engine.domain.refund_allocation.allo
 ``authorized - amount`` over the legs, so the rule is written once; the captured part of each
 leg is what is left of it. Points are released in proportion to the value released, rounded down
 (the captured part keeps the odd point), which for the default 1 point = 1 fen is exact.
+
+Discount legs (coupons) are not part of the amount: a Capture takes them whole and a Void or an
+expiry releases them whole (:func:`split_resolution`), by the outcome, not by the amount — an
+authorization its coupons paid entirely captures 0 and still uses its coupons.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.domain.errors import CofferError, Reason, require
+from engine.domain.leg_kind import PAYING_KINDS, LegKind
 from engine.domain.refund_allocation import LegBalance, allocate_return
+
+__all__ = ["LegSplit", "capture_exceeds", "earning_base", "split_capture", "split_resolution"]
 
 
 @dataclass(frozen=True)
 class LegSplit:
     leg_index: int
-    kind: str
+    kind: LegKind
     instrument: str
     captured_value: int
     captured_units: int
@@ -51,7 +58,7 @@ def split_capture(capture_amount: int, legs: Sequence[LegBalance]) -> list[LegSp
         splits.append(
             LegSplit(
                 leg_index=leg.leg_index,
-                kind=leg.kind,
+                kind=LegKind(leg.kind),
                 instrument=leg.instrument,
                 captured_value=leg.value - released_value,
                 captured_units=leg.units - released_units,
@@ -61,3 +68,35 @@ def split_capture(capture_amount: int, legs: Sequence[LegBalance]) -> list[LegSp
         )
     require(sum(split.captured_value for split in splits) == capture_amount, "the capture is placed exactly")
     return splits
+
+
+def split_resolution(capture_amount: int, legs: Sequence[LegBalance], *, captured: bool) -> list[LegSplit]:
+    """Every leg of an authorization resolved by a Capture (``captured``) of ``capture_amount``,
+    or by a Void or an expiry (``capture_amount = 0``): paying legs split by
+    :func:`split_capture`, discount legs taken or released whole."""
+    require(captured or capture_amount == 0, "only a capture takes value")
+    paying = split_capture(capture_amount, [leg for leg in legs if leg.kind in PAYING_KINDS])
+    whole = [
+        LegSplit(
+            leg_index=leg.leg_index,
+            kind=LegKind(leg.kind),
+            instrument=leg.instrument,
+            captured_value=leg.value if captured else 0,
+            captured_units=leg.units if captured else 0,
+            released_value=0 if captured else leg.value,
+            released_units=0 if captured else leg.units,
+        )
+        for leg in legs
+        if leg.kind not in PAYING_KINDS
+    ]
+    return whole + paying
+
+
+def earning_base(splits: Sequence[LegSplit]) -> int:
+    """The captured value that earns points: what was paid with cash, gift cards and coins
+    (value paid with points earns nothing; a discount is no paid value)."""
+    return sum(
+        split.captured_value
+        for split in splits
+        if split.kind in PAYING_KINDS and split.kind is not LegKind.POINTS
+    )

@@ -56,3 +56,9 @@ def draw_points(lots: Sequence[Lot], points: int, now_us: int) -> list[LotDraw] 
     if remaining:
         return None
     return draws
+
+
+def lot_has_expired(expires_at_us: int | None, expired_at_us: int | None, now_us: int) -> bool:
+    """Expired by its instant, or already closed by the expiry job (whose clock may run ahead):
+    either way points returned to it expire again at once instead of refilling it."""
+    return expired_at_us is not None or (expires_at_us is not None and expires_at_us <= now_us)

@@ -2,14 +2,29 @@
 
 Order: cash first, then gift cards (the last one drawn first), then coins, then points — the
 reverse of the order a charge takes them, so what the platform funded (points) is returned last.
-The same order releases the uncaptured rest of a partial capture.
+The same order releases the uncaptured rest of a partial capture. Discount legs (coupons) are
+not part of the amount: the refund that completes the order gives back what they still hold,
+whole (:func:`allocate_refund`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from engine.domain.errors import require
+from engine.domain.leg_kind import PAYING_KINDS, REFUND_ORDER, LegKind
+from engine.domain.results import Breakdown, InstrumentAmount
+
+__all__ = [
+    "REFUND_ORDER",
+    "LegBalance",
+    "LegReturn",
+    "allocate_refund",
+    "allocate_return",
+    "item_refund_value",
+    "refund_breakdown",
+]
 
 
 @dataclass(frozen=True)
@@ -18,7 +33,7 @@ class LegBalance:
     (points for the points leg, fen otherwise)."""
 
     leg_index: int
-    kind: str
+    kind: LegKind
     instrument: str
     value: int
     units: int
@@ -27,13 +42,10 @@ class LegBalance:
 @dataclass(frozen=True)
 class LegReturn:
     leg_index: int
-    kind: str
+    kind: LegKind
     instrument: str
     value: int
     units: int
-
-
-REFUND_ORDER = ("CASH", "GIFT_CARD", "COINS", "POINTS")
 
 
 def allocate_return(amount: int, legs: list[LegBalance]) -> list[LegReturn]:
@@ -57,10 +69,48 @@ def allocate_return(amount: int, legs: list[LegBalance]) -> list[LegReturn]:
             units = leg.units
         else:
             units = (leg.units * value) // leg.value
-        returns.append(LegReturn(leg.leg_index, leg.kind, leg.instrument, value, units))
+        returns.append(LegReturn(leg.leg_index, LegKind(leg.kind), leg.instrument, value, units))
         remaining -= value
     require(remaining == 0, "every fen of a return is placed on a leg")
     return returns
+
+
+def allocate_refund(amount: int, legs: Sequence[LegBalance], *, completes_order: bool) -> list[LegReturn]:
+    """What a refund of ``amount`` gives back from each leg (``legs``: what each can still give
+    back): the paying legs by :func:`allocate_return`; when the refund ``completes_order``, every
+    discount leg's remainder too."""
+    paying = allocate_return(amount, [leg for leg in legs if leg.kind in PAYING_KINDS])
+    if not completes_order:
+        return paying
+    whole = [
+        LegReturn(leg.leg_index, LegKind(leg.kind), leg.instrument, leg.value, leg.units)
+        for leg in legs
+        if leg.kind not in PAYING_KINDS and leg.value > 0
+    ]
+    return whole + paying
+
+
+def refund_breakdown(returns: Sequence[LegReturn]) -> Breakdown:
+    """How a refund's value went back, per asset (discount legs are not paid value)."""
+    by_kind = {kind: 0 for kind in PAYING_KINDS}
+    points_units = 0
+    gift_cards: list[InstrumentAmount] = []
+    for item in returns:
+        if item.kind not in PAYING_KINDS:
+            continue
+        by_kind[item.kind] += item.value
+        if item.kind is LegKind.GIFT_CARD:
+            gift_cards.append(InstrumentAmount(item.instrument, item.value))
+        if item.kind is LegKind.POINTS:
+            points_units += item.units
+    return Breakdown(
+        points_used=points_units,
+        points_value=by_kind[LegKind.POINTS],
+        coins_used=by_kind[LegKind.COINS],
+        gift_card_amount=by_kind[LegKind.GIFT_CARD],
+        cash_amount=by_kind[LegKind.CASH],
+        gift_cards=tuple(gift_cards),
+    )
 
 
 def item_refund_value(

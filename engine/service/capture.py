@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from engine.domain.charge_status import ChargeEvent, ChargeStatus
 from engine.domain.commands import CaptureCommand
 from engine.domain.holds import capture_exceeds
 from engine.domain.ledger import TransactionType
@@ -49,7 +50,7 @@ def _capture(
     row = lock_charge(connection, command.charge_id)
     if row is None:
         raise charge_not_found(command.charge_id)
-    if row.status == "EXPIRED" or (row.status == AUTHORIZED and is_expired(row, now_us)):
+    if row.status == ChargeStatus.EXPIRED or (row.status == AUTHORIZED and is_expired(row, now_us)):
         raise hold_expired(row)
     if row.status != AUTHORIZED:
         raise not_authorized(row)
@@ -61,7 +62,7 @@ def _capture(
         connection,
         row,
         capture_amount=amount,
-        status="CAPTURED",
+        event=ChargeEvent.CAPTURE,
         transaction_type=TransactionType.CAPTURE,
         now_us=now_us,
         idempotency_key=command.idempotency_key,

@@ -10,12 +10,15 @@ from sqlalchemy.exc import IntegrityError
 
 from engine.domain import ids
 from engine.domain.charge_plan import ChargePlan, plan_charge
+from engine.domain.charge_status import ChargeStatus
 from engine.domain.commands import ChargeCommand
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import Posting, TransactionType
+from engine.domain.leg_kind import LegKind
 from engine.domain.money import require_non_negative_amount, require_positive_amount
 from engine.domain.results import ChargeResult
 from engine.domain.serialization import dumps
+from engine.domain.time_units import MICROSECONDS_PER_SECOND
 from engine.domain.validation import (
     MAX_COUPONS_PER_CHARGE,
     MAX_GIFT_CARDS_PER_CHARGE,
@@ -24,19 +27,18 @@ from engine.domain.validation import (
     require_reference,
     require_user_id,
 )
+from engine.legs import LegMove, LegScope, take_all
+from engine.legs.coupon import coupon_line_shares, resolve_coupon_discounts
+from engine.legs.gift_card import resolve_gift_cards
 from engine.service.context import EngineContext
-from engine.service.coupon_legs import resolve_coupon_discounts, take_coupons
-from engine.service.gift_card_legs import resolve_gift_cards, take_gift_card
 from engine.service.idempotent import execute_for_user
-from engine.service.legs import LegMove, LegScope, take
 from engine.service.points_grants import earn_points
 from engine.storage.accounts import require_not_frozen
-from engine.storage.charges import insert_legs
+from engine.storage.charges import ORDER_CHARGE_KIND, NewCharge, insert_charge, insert_items, insert_legs
 from engine.storage.ledger import append_transaction
-from engine.storage.schema import charge_items, charges
 from engine.storage.wallets import read_wallet
 
-MICROSECONDS_PER_SECOND = 1_000_000
+__all__ = ["charge", "plan_for", "validate_charge"]
 
 
 def validate_charge(command: ChargeCommand) -> None:
@@ -117,9 +119,9 @@ def _charge(
     plan = plan_for(context, connection, command, now_us)
     virtual_shard = context.router.virtual_shard_of_user(user_id)
     charge_id = ids.new_id("ch", virtual_shard, now_us // 1000)
-    transaction_id = ids.new_id("tx", virtual_shard, now_us // 1000)
+    transaction_id = ids.new_transaction_id(virtual_shard, now_us)
     hold = command.authorize_only
-    status = "AUTHORIZED" if hold else "CAPTURED"
+    status = ChargeStatus.AUTHORIZED if hold else ChargeStatus.CAPTURED
     hold_expires_at_us = (
         now_us + context.settings.hold_ttl_seconds * MICROSECONDS_PER_SECOND if hold else None
     )
@@ -128,12 +130,12 @@ def _charge(
     # order here (a concurrent twin waits for the first to commit, then is refused), so no
     # separate look-up is needed on the hot path.
     try:
-        connection.execute(
-            charges.insert(),
-            dict(
+        insert_charge(
+            connection,
+            NewCharge(
                 charge_id=charge_id,
                 user_id=user_id,
-                kind="CHARGE",
+                kind=ORDER_CHARGE_KIND,
                 order_id=command.order_id,
                 merchant_id=command.merchant_id,
                 channel_id=command.channel_id,
@@ -146,15 +148,12 @@ def _charge(
                 cash_amount=plan.cash_amount,
                 authorized_amount=plan.paid_amount,
                 captured_amount=0 if hold else plan.paid_amount,
-                refunded_amount=0,
-                released_amount=0,
                 status=status,
                 hold_expires_at_us=hold_expires_at_us,
                 transaction_id=transaction_id,
                 breakdown=dumps(plan.breakdown()),
                 created_at_us=now_us,
-                updated_at_us=now_us,
-            )
+            ),
         )
     except IntegrityError as error:
         if "ux_charges_live_order" in str(error.orig) or "charges.user_id" in str(error.orig):
@@ -163,31 +162,24 @@ def _charge(
 
     posting = Posting()
     scope = LegScope(connection, user_id, charge_id, command.merchant_id, now_us, posting)
-    legs = _legs_of(plan)
-    # Lock order, the same in every use case: coupons, gift cards, then CASH, COINS, POINTS.
+    legs = legs_of(plan)
     # Each item's share of the discount, spread over the lines each coupon applies to.
-    discount_shares = take_coupons(scope, plan, command, hold=hold)
-    for leg in legs:
-        if leg.kind == "GIFT_CARD":
-            take_gift_card(scope, leg, hold=hold)
-    for kind in ("CASH", "COINS", "POINTS"):
-        for leg in legs:
-            if leg.kind == kind:
-                take(scope, leg, hold=hold)
+    discount_shares = coupon_line_shares(connection, plan, command, now_us)
+    take_all(scope, legs, hold=hold)
     insert_legs(
         connection,
         charge_id,
         [
             {
                 "leg_index": index,
-                "kind": leg.kind,
+                "kind": leg.kind.value,
                 "instrument": leg.instrument,
                 "value": leg.value,
                 "units": leg.units,
                 "captured_value": 0 if hold else leg.value,
                 "captured_units": 0 if hold else leg.units,
             }
-            for index, leg in enumerate(_coupon_legs(plan) + legs)
+            for index, leg in enumerate(legs)
         ],
     )
     _insert_items(connection, charge_id, command, discount_shares)
@@ -214,36 +206,32 @@ def _charge(
     )
 
 
-def _coupon_legs(plan: ChargePlan) -> list[LegMove]:
-    return [LegMove("COUPON", item.instrument, item.amount, item.amount) for item in plan.coupon_discounts]
-
-
-def _legs_of(plan: ChargePlan) -> list[LegMove]:
-    """The paying legs in charge order: points, coins, gift cards (as listed), cash."""
-    legs: list[LegMove] = []
+def legs_of(plan: ChargePlan) -> list[LegMove]:
+    """Every leg in charge order — coupons, points, coins, gift cards (as listed), cash — which
+    is also their ``leg_index`` order."""
+    legs = [
+        LegMove(LegKind.COUPON, item.instrument, item.amount, item.amount) for item in plan.coupon_discounts
+    ]
     if plan.points_used:
-        legs.append(LegMove("POINTS", "", plan.points_value, plan.points_used))
+        legs.append(LegMove(LegKind.POINTS, "", plan.points_value, plan.points_used))
     if plan.coins_used:
-        legs.append(LegMove("COINS", "", plan.coins_used, plan.coins_used))
+        legs.append(LegMove(LegKind.COINS, "", plan.coins_used, plan.coins_used))
     for draw in plan.gift_cards:
-        legs.append(LegMove("GIFT_CARD", draw.instrument, draw.amount, draw.amount))
+        legs.append(LegMove(LegKind.GIFT_CARD, draw.instrument, draw.amount, draw.amount))
     if plan.cash_amount:
-        legs.append(LegMove("CASH", "", plan.cash_amount, plan.cash_amount))
+        legs.append(LegMove(LegKind.CASH, "", plan.cash_amount, plan.cash_amount))
     return legs
 
 
 def _insert_items(
     connection: Connection, charge_id: str, command: ChargeCommand, discount_shares: tuple[int, ...]
 ) -> None:
-    lines = list(command.items)
-    if not lines:
-        return
-    shares = discount_shares or tuple(0 for _ in lines)
-    connection.execute(
-        charge_items.insert(),
+    shares = discount_shares or tuple(0 for _ in command.items)
+    insert_items(
+        connection,
+        charge_id,
         [
             {
-                "charge_id": charge_id,
                 "line_index": index,
                 "sku": line.sku,
                 "category": line.category,
@@ -254,7 +242,7 @@ def _insert_items(
                 "refunded_quantity": 0,
                 "refunded_value": 0,
             }
-            for index, line in enumerate(lines)
+            for index, line in enumerate(command.items)
         ],
     )
 

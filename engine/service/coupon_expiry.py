@@ -10,24 +10,18 @@ appears in the owner's history as an EXPIRE transaction without entries (no valu
 
 from __future__ import annotations
 
-import logging
-
 from sqlalchemy import Connection, select
 
 from engine.domain import ids
 from engine.domain.coupons.states import EXPIRES_IN_PLACE, CouponEvent, is_past_validity
-from engine.domain.errors import CofferError
 from engine.domain.ledger import TransactionType
 from engine.jobs.base import BatchOutcome
+from engine.jobs.batch_scan import run_batch
 from engine.service.context import EngineContext
 from engine.storage.coupons import change_state, read_coupon
-from engine.storage.database import read_only
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
 from engine.storage.schema import user_coupons
-from engine.storage.unit_of_work import UnitOfWork, run_transaction
-
-logger = logging.getLogger("coffer.jobs")
 
 _EXPIRABLE = tuple(state.value for state in EXPIRES_IN_PLACE)
 #: Batches one :func:`expire_coupons` call runs per shard at most.
@@ -41,7 +35,7 @@ def _expire_one(context: EngineContext, connection: Connection, coupon_id: str, 
     change_state(connection, row, CouponEvent.EXPIRE, now_us, reference="expiry job")
     append_transaction(
         connection,
-        transaction_id=ids.new_id("tx", context.router.virtual_shard_of_user(row.user_id), now_us // 1000),
+        transaction_id=ids.new_transaction_id(context.router.virtual_shard_of_user(row.user_id), now_us),
         user_id=row.user_id,
         transaction_type=TransactionType.EXPIRE,
         entries=[],
@@ -55,8 +49,9 @@ def expire_coupons_batch(
     context: EngineContext, shard: Shard, now_us: int, limit: int, after: str
 ) -> BatchOutcome:
     """One batch on one shard: up to ``limit`` due coupons whose id sorts after ``after``."""
-    with read_only(shard.engine) as connection:
-        keys = list(
+
+    def scan(connection: Connection) -> list[str]:
+        return list(
             connection.execute(
                 select(user_coupons.c.coupon_id)
                 .where(
@@ -68,22 +63,14 @@ def expire_coupons_batch(
                 .limit(limit)
             ).scalars()
         )
-    changed = failed = 0
-    for coupon_id in keys:
 
-        def attempt(coupon_id: str = coupon_id) -> bool:
-            with UnitOfWork(shard.engine) as unit:
-                did = _expire_one(context, unit.connection, coupon_id, now_us)
-                unit.commit()
-                return did
-
-        try:
-            if run_transaction(attempt, attempts=context.settings.transaction_attempts):
-                changed += 1
-        except CofferError as error:
-            failed += 1
-            logger.warning("expire coupon %s on shard %d: %s", coupon_id, shard.index, error)
-    return BatchOutcome(seen=len(keys), changed=changed, last_key=keys[-1] if keys else "", failed=failed)
+    return run_batch(
+        context,
+        shard,
+        scan,
+        lambda connection, coupon_id: _expire_one(context, connection, coupon_id, now_us),
+        "coupon",
+    )
 
 
 def expire_coupons(context: EngineContext, now_us: int, batch_size: int) -> int:

@@ -17,16 +17,14 @@ template restores on refund, EXPIRED if its validity has ended, else REFUNDED).
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from engine.domain import ids
+from engine.domain.charge_status import ChargeStatus
 from engine.domain.commands import CouponCodeRedemptionSpec, RedeemCommand
 from engine.domain.coupons.rules import Applied, apply_coupons, cart_of
-from engine.domain.coupons.states import CouponEvent, unusable_reason
 from engine.domain.errors import CofferError, InvariantViolation, Reason, invalid_argument
-from engine.domain.ledger import Posting, TransactionType
+from engine.domain.leg_kind import LegKind
 from engine.domain.money import require_non_negative_amount, require_positive_amount
 from engine.domain.results import Breakdown, InstrumentAmount, RedeemResult
 from engine.domain.serialization import dumps
@@ -35,15 +33,16 @@ from engine.domain.validation import (
     require_idempotency_key,
     require_reference,
 )
+from engine.legs import LegMove
+from engine.legs.coupon import refuse_unusable
 from engine.service.context import EngineContext
-from engine.service.coupon_legs import expense
 from engine.service.idempotent import execute_idempotent
-from engine.service.legs import LegScope
+from engine.service.till import record_till_redemption
 from engine.storage.accounts import require_not_frozen
-from engine.storage.charges import insert_legs
-from engine.storage.coupons import change_state, coupon_view, read_coupon_by_code, read_template, state_now
-from engine.storage.ledger import append_transaction
-from engine.storage.schema import charges
+from engine.storage.charges import NewCharge
+from engine.storage.coupons import coupon_view, read_coupon_by_code, read_template
+
+__all__ = ["redeem_coupon_code"]
 
 KIND = "COUPON_REDEMPTION"
 
@@ -122,14 +121,7 @@ def _redeem(
         raise _not_found(code)
     user_id = int(row.user_id)
     require_not_frozen(connection, user_id)
-    state = state_now(row, now_us)
-    reason = unusable_reason(state)
-    if reason is not None:
-        raise CofferError(
-            reason,
-            f"coupon {row.coupon_id} is {state.value}",
-            metadata={"coupon_id": row.coupon_id, "state": state.value, "field": "coupon_code.code"},
-        )
+    refuse_unusable(row, now_us, "coupon_code.code")
     template = read_template(connection, row.template_id)
     if template is None:
         raise InvariantViolation(f"coupon {row.coupon_id}'s template {row.template_id} is missing")
@@ -140,75 +132,29 @@ def _redeem(
         coupon_id, rejection = outcome
         raise rejection.error(coupon_id)
     discount = outcome.total
-    transaction_id = ids.new_id("tx", context.router.virtual_shard_of_user(user_id), now_us // 1000)
-    change_state(connection, row, CouponEvent.USE, now_us, charge_id=transaction_id)
-    _record_redemption(connection, row, command, transaction_id, discount, now_us)
-    posting = Posting()
-    expense(
-        LegScope(connection, user_id, transaction_id, command.merchant_id, now_us, posting),
-        row.coupon_id,
-        discount,
-    )
-    append_transaction(
+    transaction_id = ids.new_transaction_id(context.router.virtual_shard_of_user(user_id), now_us)
+    breakdown = Breakdown(discount=discount, coupons=(InstrumentAmount(row.coupon_id, discount),))
+    # Nothing is paid (authorized and captured 0): the coupon's discount is the value moved.
+    record_till_redemption(
         connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.REDEEM,
-        entries=posting.entries(),
-        now_us=now_us,
+        NewCharge(
+            charge_id=transaction_id,
+            user_id=user_id,
+            kind=KIND,
+            order_id=transaction_id,
+            merchant_id=command.merchant_id,
+            amount=discount,
+            discount=discount,
+            status=ChargeStatus.CAPTURED,
+            transaction_id=transaction_id,
+            breakdown=dumps(breakdown),
+            created_at_us=now_us,
+        ),
+        LegMove(LegKind.COUPON, row.coupon_id, discount, discount),
         idempotency_key=command.idempotency_key,
-        charge_id=transaction_id,
         memo=f"coupon {row.coupon_id} at {command.merchant_id} on an order of {spec.order_amount}",
     )
     fresh = read_coupon_by_code(connection, code)
     if fresh is None:
         raise InvariantViolation(f"coupon {row.coupon_id} vanished")
     return RedeemResult(transaction_id=transaction_id, discount=discount, coupon=coupon_view(fresh, now_us))
-
-
-def _record_redemption(
-    connection: Connection,
-    row: Row[Any],
-    command: RedeemCommand,
-    transaction_id: str,
-    discount: int,
-    now_us: int,
-) -> None:
-    breakdown = Breakdown(discount=discount, coupons=(InstrumentAmount(row.coupon_id, discount),))
-    connection.execute(
-        charges.insert().values(
-            charge_id=transaction_id,
-            user_id=row.user_id,
-            kind=KIND,
-            order_id=transaction_id,
-            merchant_id=command.merchant_id,
-            channel_id="",
-            amount=discount,
-            discount=discount,
-            authorized_amount=0,
-            captured_amount=0,
-            refunded_amount=0,
-            released_amount=0,
-            status="CAPTURED",
-            hold_expires_at_us=None,
-            transaction_id=transaction_id,
-            breakdown=dumps(breakdown),
-            created_at_us=now_us,
-            updated_at_us=now_us,
-        )
-    )
-    insert_legs(
-        connection,
-        transaction_id,
-        [
-            {
-                "leg_index": 0,
-                "kind": "COUPON",
-                "instrument": row.coupon_id,
-                "value": discount,
-                "units": discount,
-                "captured_value": discount,
-                "captured_units": discount,
-            }
-        ],
-    )

@@ -18,6 +18,7 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from engine.domain import ids
+from engine.domain.charge_status import ChargeStatus
 from engine.domain.commands import GiftCardRedemptionSpec, GiftCardSpec, IssueCommand, RedeemCommand
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import (
@@ -28,34 +29,45 @@ from engine.domain.ledger import (
     system_entry,
     topup_clearing,
 )
+from engine.domain.leg_kind import LegKind
 from engine.domain.money import Asset, balance_limit_error, require_positive_amount
 from engine.domain.results import Breakdown, GiftCardView, InstrumentAmount, IssueResult, RedeemResult
 from engine.domain.serialization import dumps
+from engine.domain.time_units import MAX_TTL_DAYS, expiry_after_days
 from engine.domain.validation import require_idempotency_key, require_reference
+from engine.legs import LegMove
+from engine.legs.gift_card import gift_card_inactive, gift_card_not_found, gift_card_short
 from engine.service.channel_transactions import claim_channel_transaction
 from engine.service.context import EngineContext
-from engine.service.gift_card_legs import (
-    gift_card_inactive,
-    gift_card_not_found,
-    gift_card_short,
-    take_gift_card,
-)
 from engine.service.idempotent import execute_idempotent
-from engine.service.issue import MAX_TTL_DAYS, MICROSECONDS_PER_DAY, new_transaction_id
-from engine.service.legs import LegMove, LegScope
+from engine.service.till import record_till_redemption
 from engine.storage.accounts import ensure_account, require_not_frozen
-from engine.storage.charges import insert_legs
+from engine.storage.charges import NewCharge
 from engine.storage.database import read_only
-from engine.storage.dialect import insert_or_ignore
-from engine.storage.gift_cards import ACTIVE, EMPTY, change_balance, effective_state, read_card, view_of
+from engine.storage.gift_cards import (
+    ACTIVE,
+    EMPTY,
+    change_balance,
+    effective_state,
+    extend_expiry,
+    insert_card,
+    read_card,
+    view_of,
+)
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
-from engine.storage.schema import charges, gift_cards
 from engine.storage.wallets import read_wallet
+
+__all__ = [
+    "get_gift_card",
+    "issue_gift_card",
+    "redeem_gift_card",
+    "validate_gift_card_issue",
+    "validate_gift_card_redemption",
+]
 
 #: A fresh code colliding with an existing one (55 random bits) is retried at most this often.
 MAX_CODE_ATTEMPTS = 5
-GIFT_CARD_KIND = "GIFT_CARD"
 REDEMPTION_KIND = "GIFT_CARD_REDEMPTION"
 
 
@@ -76,14 +88,14 @@ def issue_gift_card(
 ) -> IssueResult:
     user_id = command.user_id
     virtual_shard = context.router.virtual_shard_of_user(user_id)
-    transaction_id = new_transaction_id(context, user_id, now_us)
+    transaction_id = ids.new_transaction_id(virtual_shard, now_us)
     if spec.payment_channel:
         replay = claim_channel_transaction(
             connection,
             user_id=user_id,
             payment_channel=spec.payment_channel,
             channel_txn_id=spec.channel_txn_id,
-            kind=GIFT_CARD_KIND,
+            kind=LegKind.GIFT_CARD.value,
             amount=spec.amount,
             idempotency_key=command.idempotency_key,
             transaction_id=transaction_id,
@@ -92,7 +104,7 @@ def issue_gift_card(
         if replay is not None:
             return replay
     ensure_account(connection, user_id, virtual_shard, now_us)
-    ttl_expiry = None if spec.ttl_days == 0 else now_us + spec.ttl_days * MICROSECONDS_PER_DAY
+    ttl_expiry = expiry_after_days(now_us, spec.ttl_days)
     if spec.code:
         code = _reload(connection, user_id, spec, ttl_expiry, now_us)
     else:
@@ -141,19 +153,13 @@ def _create(
 ) -> str:
     for _ in range(MAX_CODE_ATTEMPTS):
         code = ids.new_code(virtual_shard)
-        if insert_or_ignore(
+        if insert_card(
             connection,
-            gift_cards,
-            {
-                "code": code,
-                "user_id": user_id,
-                "available": amount,
-                "held": 0,
-                "state": ACTIVE,
-                "expires_at_us": expires_at_us,
-                "created_at_us": now_us,
-                "updated_at_us": now_us,
-            },
+            code=code,
+            user_id=user_id,
+            available=amount,
+            expires_at_us=expires_at_us,
+            now_us=now_us,
         ):
             return code
     raise CofferError(Reason.CONTENTION, "could not draw a fresh gift-card code; retry with the same key")
@@ -172,11 +178,9 @@ def _reload(
     if state not in (ACTIVE, EMPTY):
         raise gift_card_inactive(code, state)
     if not change_balance(connection, code, available_delta=spec.amount, held_delta=0, now_us=now_us):
-        raise balance_limit_error("GIFT_CARD")
+        raise balance_limit_error(LegKind.GIFT_CARD.value)
     if ttl_expiry is not None and row.expires_at_us is not None and ttl_expiry > row.expires_at_us:
-        connection.execute(
-            gift_cards.update().where(gift_cards.c.code == code).values(expires_at_us=ttl_expiry)
-        )
+        extend_expiry(connection, code, ttl_expiry)
     return code
 
 
@@ -255,63 +259,27 @@ def _redeem(
     if row.available < amount:
         raise gift_card_short(code, amount)
     # The charge id is the transaction id, so Refund accepts what the till was given.
-    transaction_id = ids.new_id("tx", context.router.virtual_shard_of_user(user_id), now_us // 1000)
+    transaction_id = ids.new_transaction_id(context.router.virtual_shard_of_user(user_id), now_us)
     breakdown = Breakdown(gift_card_amount=amount, gift_cards=(InstrumentAmount(code, amount),))
-    connection.execute(
-        charges.insert().values(
+    record_till_redemption(
+        connection,
+        NewCharge(
             charge_id=transaction_id,
             user_id=user_id,
             kind=REDEMPTION_KIND,
             order_id=transaction_id,
             merchant_id=command.merchant_id,
-            channel_id="",
             amount=amount,
-            discount=0,
-            points_used=0,
-            points_value=0,
-            coins_used=0,
             gift_card_amount=amount,
-            cash_amount=0,
             authorized_amount=amount,
             captured_amount=amount,
-            refunded_amount=0,
-            released_amount=0,
-            status="CAPTURED",
-            hold_expires_at_us=None,
+            status=ChargeStatus.CAPTURED,
             transaction_id=transaction_id,
             breakdown=dumps(breakdown),
             created_at_us=now_us,
-            updated_at_us=now_us,
-        )
-    )
-    posting = Posting()
-    scope = LegScope(connection, user_id, transaction_id, command.merchant_id, now_us, posting)
-    # The conditional UPDATE is the guard: a concurrent redemption cannot take the card below zero.
-    take_gift_card(scope, LegMove("GIFT_CARD", code, amount, amount), hold=False)
-    insert_legs(
-        connection,
-        transaction_id,
-        [
-            {
-                "leg_index": 0,
-                "kind": "GIFT_CARD",
-                "instrument": code,
-                "value": amount,
-                "units": amount,
-                "captured_value": amount,
-                "captured_units": amount,
-            }
-        ],
-    )
-    append_transaction(
-        connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.REDEEM,
-        entries=posting.entries(),
-        now_us=now_us,
+        ),
+        LegMove(LegKind.GIFT_CARD, code, amount, amount),
         idempotency_key=command.idempotency_key,
-        charge_id=transaction_id,
         memo=f"gift card {code} at {command.merchant_id}",
     )
     fresh = read_card(connection, code)

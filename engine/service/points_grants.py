@@ -21,21 +21,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row
 
 from engine.domain import ids
 from engine.domain.errors import require
 from engine.domain.ledger import POINTS_ISSUED, Posting, points_debt_entry, system_entry, user_entry
 from engine.domain.money import Asset, apply_bps_floor
 from engine.domain.points_fifo import spending_order
+from engine.domain.time_units import expiry_after_days
+from engine.legs import LegScope
 from engine.service.context import EngineContext
-from engine.service.legs import LegScope
 from engine.storage.accounts import ensure_account
 from engine.storage.balances import credit_available, debit_available, lock_points_balance
-from engine.storage.lots import read_spendable_lots
-from engine.storage.schema import accounts, charges, points_lots
+from engine.storage.charges import record_points_clawed_back, record_points_earned
+from engine.storage.lots import insert_lot, read_spendable_lots, take_from_lot
+from engine.storage.points_debt import add_points_debt, lock_points_debt, pay_points_debt
 
-MICROSECONDS_PER_DAY = 86_400 * 1_000_000
+__all__ = ["claw_back_points", "earn_points", "grant_lot"]
 
 
 def grant_lot(
@@ -57,31 +59,20 @@ def grant_lot(
     """
     # Lock order: the POINTS balance row, then the account row that carries the debt.
     lock_points_balance(connection, user_id)
-    debt = connection.execute(
-        select(accounts.c.points_debt).where(accounts.c.user_id == user_id).with_for_update()
-    ).scalar_one()
-    paid = min(int(debt), points)
+    paid = min(lock_points_debt(connection, user_id), points)
     if paid:
-        updated = connection.execute(
-            accounts.update()
-            .where(accounts.c.user_id == user_id, accounts.c.points_debt >= paid)
-            .values(points_debt=accounts.c.points_debt - paid)
-        )
-        require(updated.rowcount == 1, "the locked points debt covers what is paid")
+        pay_points_debt(connection, user_id, paid)
     kept = points - paid
     credit_available(connection, user_id, Asset.POINTS, kept)
-    connection.execute(
-        points_lots.insert().values(
-            lot_id=lot_id,
-            user_id=user_id,
-            granted=points,
-            remaining=kept,
-            held=0,
-            expires_at_us=expires_at_us,
-            granted_at_us=now_us,
-            expired_at_us=None,
-            transaction_id=transaction_id,
-        )
+    insert_lot(
+        connection,
+        lot_id=lot_id,
+        user_id=user_id,
+        granted=points,
+        remaining=kept,
+        expires_at_us=expires_at_us,
+        now_us=now_us,
+        transaction_id=transaction_id,
     )
     posting.move(
         system_entry(source_account, Asset.POINTS, kept),
@@ -105,16 +96,12 @@ def earn_points(context: EngineContext, scope: LegScope, *, transaction_id: str,
         user_id=scope.user_id,
         lot_id=lot_id,
         points=points,
-        expires_at_us=None if ttl_days <= 0 else scope.now_us + ttl_days * MICROSECONDS_PER_DAY,
+        expires_at_us=expiry_after_days(scope.now_us, ttl_days),
         now_us=scope.now_us,
         transaction_id=transaction_id,
         posting=scope.posting,
     )
-    scope.connection.execute(
-        charges.update()
-        .where(charges.c.charge_id == scope.charge_id)
-        .values(points_earned=points, points_earned_lot_id=lot_id)
-    )
+    record_points_earned(scope.connection, scope.charge_id, points, lot_id)
     return points
 
 
@@ -141,12 +128,7 @@ def claw_back_points(scope: LegScope, charge_row: Row[Any], refunded_total: int)
         if remaining == 0:
             break
         take = min(lot.remaining, remaining)
-        updated = connection.execute(
-            points_lots.update()
-            .where(points_lots.c.lot_id == lot.lot_id, points_lots.c.remaining >= take)
-            .values(remaining=points_lots.c.remaining - take)
-        )
-        require(updated.rowcount == 1, f"locked points lot {lot.lot_id} holds {take}")
+        take_from_lot(connection, lot.lot_id, take)
         scope.posting.move(
             user_entry(scope.user_id, Asset.POINTS, take, instrument=lot.lot_id),
             system_entry(POINTS_ISSUED, Asset.POINTS, take, instrument=lot.lot_id),
@@ -155,21 +137,14 @@ def claw_back_points(scope: LegScope, charge_row: Row[Any], refunded_total: int)
         taken += take
     debit_available(connection, scope.user_id, Asset.POINTS, taken)
     if remaining:
-        connection.execute(
-            accounts.update()
-            .where(accounts.c.user_id == scope.user_id)
-            .values(points_debt=accounts.c.points_debt + remaining)
-        )
+        add_points_debt(connection, scope.user_id, remaining)
         scope.posting.move(
             points_debt_entry(scope.user_id, remaining), system_entry(POINTS_ISSUED, Asset.POINTS, remaining)
         )
-    updated = connection.execute(
-        charges.update()
-        .where(
-            charges.c.charge_id == charge_row.charge_id,
-            charges.c.points_clawed_back == charge_row.points_clawed_back,
-        )
-        .values(points_clawed_back=target)
+    require(
+        record_points_clawed_back(
+            connection, charge_row.charge_id, int(charge_row.points_clawed_back), target
+        ),
+        "the locked charge's claw-back did not move",
     )
-    require(updated.rowcount == 1, "the locked charge's claw-back did not move")
     return claw

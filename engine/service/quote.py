@@ -31,10 +31,10 @@ from engine.domain.money import Asset
 from engine.domain.points_fifo import draw_points
 from engine.domain.results import Breakdown, InstrumentAmount
 from engine.domain.validation import MAX_COUPONS_PER_CHARGE
+from engine.legs.coupon import charge_cart
+from engine.legs.gift_card import resolve_gift_cards
 from engine.service.charge import plan_for, validate_charge
 from engine.service.context import EngineContext
-from engine.service.coupon_legs import charge_cart
-from engine.service.gift_card_legs import resolve_gift_cards
 from engine.storage.accounts import require_not_frozen
 from engine.storage.balances import insufficient_funds, read_balances
 from engine.storage.charges import live_charge_for_order

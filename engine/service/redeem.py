@@ -16,24 +16,20 @@ from engine.domain.commands import (
 from engine.domain.errors import invalid_argument
 from engine.domain.results import RedeemResult
 from engine.service.context import EngineContext
+from engine.service.coupon_redemption import redeem_coupon_code
+from engine.service.gift_cards import redeem_gift_card
+from engine.service.points_exchange import exchange_points
+
+__all__ = ["redeem"]
 
 
 def redeem(context: EngineContext, command: RedeemCommand) -> RedeemResult:
     spec = command.spec
     if isinstance(spec, GiftCardRedemptionSpec):
-        from engine.service.gift_cards import redeem_gift_card
-
         return redeem_gift_card(context, command, spec)
     if isinstance(spec, PointsExchangeSpec):
-        from engine.service.points_exchange import exchange_points
-
         return exchange_points(context, command, spec)
     if isinstance(spec, CouponCodeRedemptionSpec):
-        return _redeem_coupon_code(context, command)
+        return redeem_coupon_code(context, command)
     raise invalid_argument("kind", "name one of coupon_code, gift_card, points_exchange")
 
-
-def _redeem_coupon_code(context: EngineContext, command: RedeemCommand) -> RedeemResult:
-    from engine.service.coupon_redemption import redeem_coupon_code
-
-    return redeem_coupon_code(context, command)

@@ -6,15 +6,16 @@ points go back to the lots they came from.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row
 
 from engine.domain import ids
+from engine.domain.charge_status import REFUNDABLE_STATUSES, ChargeEvent, ChargeStatus, refund_event
 from engine.domain.commands import RefundCommand
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import Posting, TransactionType
 from engine.domain.money import require_non_negative_amount
-from engine.domain.refund_allocation import LegBalance, allocate_return, item_refund_value
-from engine.domain.results import Breakdown, InstrumentAmount, RefundResult
+from engine.domain.refund_allocation import LegBalance, allocate_refund, item_refund_value, refund_breakdown
+from engine.domain.results import RefundResult
 from engine.domain.serialization import dumps
 from engine.domain.validation import (
     MAX_ITEMS_PER_CHARGE,
@@ -22,19 +23,25 @@ from engine.domain.validation import (
     require_reference,
     require_text,
 )
+from engine.legs import LegScope, give_back_all
 from engine.service.context import EngineContext
-from engine.service.coupon_legs import after_full_refund
-from engine.service.gift_card_legs import give_back_gift_card
 from engine.service.idempotent import execute_idempotent
-from engine.service.legs import LegMove, LegScope, give_back
 from engine.service.points_grants import claw_back_points
-from engine.storage.charges import charge_view, lock_charge, read_charge_row, read_legs
+from engine.storage.charges import (
+    add_item_refund,
+    change_status,
+    charge_view,
+    insert_refund,
+    lock_charge,
+    read_charge_row,
+    read_items,
+    read_legs,
+)
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
-from engine.storage.schema import charge_items, charge_legs, charges, refunds
 from engine.storage.wallets import read_wallet
 
-REFUNDABLE_STATUSES = ("CAPTURED", "PARTIALLY_REFUNDED")
+__all__ = ["charge_not_found", "owner_of_charge", "refund", "shard_of_charge", "validate_refund"]
 
 
 def validate_refund(command: RefundCommand) -> None:
@@ -104,12 +111,7 @@ def refund(context: EngineContext, command: RefundCommand) -> RefundResult:
 
 def _items_value(connection: Connection, command: RefundCommand) -> int:
     """The paid share of the refunded items; marks them refunded."""
-    lines = {
-        row.sku: row
-        for row in connection.execute(
-            select(charge_items).where(charge_items.c.charge_id == command.charge_id)
-        ).all()
-    }
+    lines = {row.sku: row for row in read_items(connection, command.charge_id)}
     total = 0
     for index, item in enumerate(command.items):
         line = lines.get(item.sku)
@@ -128,17 +130,7 @@ def _items_value(connection: Connection, command: RefundCommand) -> int:
             refunded_value=line.refunded_value,
             refund_quantity=item.quantity,
         )
-        connection.execute(
-            charge_items.update()
-            .where(
-                charge_items.c.charge_id == command.charge_id,
-                charge_items.c.line_index == line.line_index,
-            )
-            .values(
-                refunded_quantity=charge_items.c.refunded_quantity + item.quantity,
-                refunded_value=charge_items.c.refunded_value + value,
-            )
-        )
+        add_item_refund(connection, command.charge_id, line.line_index, item.quantity, value)
         total += value
     return total
 
@@ -150,7 +142,7 @@ def _refund(
     if row is None:
         raise charge_not_found(command.charge_id)
     if row.status not in REFUNDABLE_STATUSES:
-        if row.status == "REFUNDED":
+        if row.status == ChargeStatus.REFUNDED:
             raise _exceeds(row, command.amount)
         raise CofferError(
             Reason.CHARGE_NOT_CAPTURED,
@@ -171,8 +163,9 @@ def _refund(
     if amount > refundable:
         raise _exceeds(row, amount)
 
-    legs = [leg for leg in read_legs(connection, row.charge_id) if leg.kind != "COUPON"]
-    returns = allocate_return(
+    refunded_total = row.refunded_amount + amount
+    event = refund_event(refunded_total, row.captured_amount)
+    returns = allocate_refund(
         amount,
         [
             LegBalance(
@@ -182,63 +175,43 @@ def _refund(
                 leg.captured_value - leg.refunded_value,
                 leg.captured_units - leg.refunded_units,
             )
-            for leg in legs
+            for leg in read_legs(connection, row.charge_id)
         ],
+        completes_order=event is ChargeEvent.FULL_REFUND,
     )
     posting = Posting()
     scope = LegScope(connection, row.user_id, row.charge_id, row.merchant_id, now_us, posting)
-    refunded_total = row.refunded_amount + amount
-    status = "REFUNDED" if refunded_total == row.captured_amount else "PARTIALLY_REFUNDED"
-    if status == "REFUNDED":
-        # The order's coupons first: the same lock order as a charge (coupons, gift cards,
-        # then CASH, COINS, POINTS).
-        after_full_refund(scope, row.charge_id)
-    order = {"GIFT_CARD": 0, "CASH": 1, "COINS": 2, "POINTS": 3}
-    for returned in sorted(returns, key=lambda item: (order[item.kind], item.instrument)):
-        leg = LegMove(returned.kind, returned.instrument, returned.value, returned.units)
-        if returned.kind == "GIFT_CARD":
-            give_back_gift_card(scope, leg)
-        else:
-            give_back(scope, leg)
-        connection.execute(
-            charge_legs.update()
-            .where(
-                charge_legs.c.charge_id == row.charge_id,
-                charge_legs.c.leg_index == returned.leg_index,
-            )
-            .values(
-                refunded_value=charge_legs.c.refunded_value + returned.value,
-                refunded_units=charge_legs.c.refunded_units + returned.units,
-            )
+    give_back_all(scope, returns)
+    if (
+        change_status(
+            connection,
+            row.charge_id,
+            ChargeStatus(row.status),
+            event,
+            now_us,
+            refunded_amount=refunded_total,
+            refunded_before=row.refunded_amount,
         )
-    updated = connection.execute(
-        charges.update()
-        .where(
-            charges.c.charge_id == row.charge_id,
-            charges.c.refunded_amount == row.refunded_amount,
-        )
-        .values(refunded_amount=refunded_total, status=status, updated_at_us=now_us)
-    )
-    if updated.rowcount != 1:
+        is None
+    ):
         raise CofferError(Reason.CONTENTION, "the charge changed during the refund; retry")
     # Points this order earned go back in proportion to what has now been refunded.
     claw_back_points(scope, row, refunded_total)
 
     virtual_shard = context.router.virtual_shard_of_user(row.user_id)
     refund_id = ids.new_id("rf", virtual_shard, now_us // 1000)
-    transaction_id = ids.new_id("tx", virtual_shard, now_us // 1000)
-    breakdown = _breakdown_of(returns)
-    connection.execute(
-        refunds.insert().values(
-            refund_id=refund_id,
-            charge_id=row.charge_id,
-            user_id=row.user_id,
-            amount=amount,
-            reason=command.reason,
-            breakdown=dumps(breakdown),
-            transaction_id=transaction_id,
-            created_at_us=now_us,
-        )
+    transaction_id = ids.new_transaction_id(virtual_shard, now_us)
+    breakdown = refund_breakdown(returns)
+    insert_refund(
+        connection,
+        refund_id=refund_id,
+        charge_id=row.charge_id,
+        user_id=row.user_id,
+        amount=amount,
+        reason=command.reason,
+        breakdown=dumps(breakdown),
+        transaction_id=transaction_id,
+        now_us=now_us,
     )
     append_transaction(
         connection,
@@ -259,27 +232,6 @@ def _refund(
         charge=charge_view(connection, fresh),
         wallet=read_wallet(connection, row.user_id, now_us),
         breakdown=breakdown,
-    )
-
-
-def _breakdown_of(returns: list) -> Breakdown:  # type: ignore[type-arg]
-    by_kind = {"CASH": 0, "COINS": 0, "POINTS": 0}
-    points_units = 0
-    gift_cards: list[InstrumentAmount] = []
-    for item in returns:
-        if item.kind == "GIFT_CARD":
-            gift_cards.append(InstrumentAmount(item.instrument, item.value))
-        else:
-            by_kind[item.kind] += item.value
-            if item.kind == "POINTS":
-                points_units += item.units
-    return Breakdown(
-        points_used=points_units,
-        points_value=by_kind["POINTS"],
-        coins_used=by_kind["COINS"],
-        gift_card_amount=sum(card.amount for card in gift_cards),
-        cash_amount=by_kind["CASH"],
-        gift_cards=tuple(gift_cards),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
+from engine.domain.charge_status import ChargeEvent
 from engine.domain.commands import VoidCommand
 from engine.domain.ledger import TransactionType
 from engine.domain.results import ChargeStateResult
@@ -52,7 +53,7 @@ def _void(
         connection,
         row,
         capture_amount=0,
-        status="VOIDED",
+        event=ChargeEvent.VOID,
         transaction_type=TransactionType.VOID,
         now_us=now_us,
         idempotency_key=command.idempotency_key,

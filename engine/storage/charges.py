@@ -1,21 +1,226 @@
-"""Charge rows, their legs, items and refunds."""
+"""Charge rows, their legs, items and refunds: every statement on them.
+
+A charge's status changes only through :func:`change_status`, which applies the domain's table
+(:mod:`engine.domain.charge_status`) as one conditional ``UPDATE ... WHERE status = :from``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Row, select
 
+from engine.domain.charge_status import ChargeEvent, ChargeStatus, transition
+from engine.domain.leg_kind import LegKind
 from engine.domain.results import Breakdown, ChargeView, RefundView
 from engine.domain.serialization import loads
-from engine.storage.schema import LIVE_CHARGE_STATUSES, charge_legs, charges, refunds
+from engine.storage.schema import LIVE_CHARGE_STATUSES, charge_items, charge_legs, charges, refunds
+
+__all__ = [
+    "ORDER_CHARGE_KIND",
+    "LegRow",
+    "NewCharge",
+    "add_item_refund",
+    "add_leg_totals",
+    "change_status",
+    "charge_view",
+    "due_hold_ids",
+    "insert_charge",
+    "insert_items",
+    "insert_legs",
+    "insert_refund",
+    "live_charge_for_order",
+    "lock_charge",
+    "read_charge_row",
+    "read_items",
+    "read_legs",
+    "record_points_clawed_back",
+    "record_points_earned",
+]
+
+#: The ``kind`` of a charge made by Charge (till redemptions name their own).
+ORDER_CHARGE_KIND = "CHARGE"
+
+
+@dataclass(frozen=True)
+class NewCharge:
+    """A ``charges`` row as inserted (the amounts in fen)."""
+
+    charge_id: str
+    user_id: int
+    kind: str
+    order_id: str
+    merchant_id: str
+    amount: int
+    status: ChargeStatus
+    transaction_id: str
+    breakdown: str
+    created_at_us: int
+    channel_id: str = ""
+    discount: int = 0
+    points_used: int = 0
+    points_value: int = 0
+    coins_used: int = 0
+    gift_card_amount: int = 0
+    cash_amount: int = 0
+    authorized_amount: int = 0
+    captured_amount: int = 0
+    hold_expires_at_us: int | None = None
+
+
+def insert_charge(connection: Connection, charge: NewCharge) -> None:
+    """Insert a charge row; the live-order unique index may refuse it (``IntegrityError``)."""
+    values: dict[str, Any] = asdict(charge)
+    values["status"] = charge.status.value
+    connection.execute(
+        charges.insert(),
+        dict(values, refunded_amount=0, released_amount=0, updated_at_us=charge.created_at_us),
+    )
+
+
+def insert_items(connection: Connection, charge_id: str, items: Sequence[dict[str, object]]) -> None:
+    if items:
+        connection.execute(charge_items.insert(), [{"charge_id": charge_id, **item} for item in items])
+
+
+def read_items(connection: Connection, charge_id: str) -> list[Row[Any]]:
+    return list(connection.execute(select(charge_items).where(charge_items.c.charge_id == charge_id)).all())
+
+
+def add_item_refund(
+    connection: Connection, charge_id: str, line_index: int, quantity: int, value: int
+) -> None:
+    connection.execute(
+        charge_items.update()
+        .where(charge_items.c.charge_id == charge_id, charge_items.c.line_index == line_index)
+        .values(
+            refunded_quantity=charge_items.c.refunded_quantity + quantity,
+            refunded_value=charge_items.c.refunded_value + value,
+        )
+    )
+
+
+def change_status(
+    connection: Connection,
+    charge_id: str,
+    current: ChargeStatus,
+    event: ChargeEvent,
+    now_us: int,
+    *,
+    captured_amount: int | None = None,
+    released_amount: int | None = None,
+    refunded_amount: int | None = None,
+    refunded_before: int | None = None,
+) -> ChargeStatus | None:
+    """Move the charge by ``event`` (the domain table names the target; an illegal pair raises),
+    setting the given amounts. ``None`` when the row is no longer in ``current`` (or, with
+    ``refunded_before``, its refunded amount moved): someone else resolved it first."""
+    target = transition(current, event)
+    conditions = [charges.c.charge_id == charge_id, charges.c.status == current.value]
+    if refunded_before is not None:
+        conditions.append(charges.c.refunded_amount == refunded_before)
+    values: dict[str, Any] = {"status": target.value, "updated_at_us": now_us}
+    for column, amount in (
+        ("captured_amount", captured_amount),
+        ("released_amount", released_amount),
+        ("refunded_amount", refunded_amount),
+    ):
+        if amount is not None:
+            values[column] = amount
+    updated = connection.execute(charges.update().where(*conditions).values(**values))
+    return target if updated.rowcount == 1 else None
+
+
+def add_leg_totals(
+    connection: Connection,
+    charge_id: str,
+    leg_index: int,
+    *,
+    captured: tuple[int, int] = (0, 0),
+    released: tuple[int, int] = (0, 0),
+    refunded: tuple[int, int] = (0, 0),
+) -> None:
+    """Add (value, units) to a leg row's captured, released and refunded totals."""
+    connection.execute(
+        charge_legs.update()
+        .where(charge_legs.c.charge_id == charge_id, charge_legs.c.leg_index == leg_index)
+        .values(
+            captured_value=charge_legs.c.captured_value + captured[0],
+            captured_units=charge_legs.c.captured_units + captured[1],
+            released_value=charge_legs.c.released_value + released[0],
+            released_units=charge_legs.c.released_units + released[1],
+            refunded_value=charge_legs.c.refunded_value + refunded[0],
+            refunded_units=charge_legs.c.refunded_units + refunded[1],
+        )
+    )
+
+
+def record_points_earned(connection: Connection, charge_id: str, points: int, lot_id: str) -> None:
+    connection.execute(
+        charges.update()
+        .where(charges.c.charge_id == charge_id)
+        .values(points_earned=points, points_earned_lot_id=lot_id)
+    )
+
+
+def record_points_clawed_back(connection: Connection, charge_id: str, before: int, total: int) -> bool:
+    """Set the charge's clawed-back total to ``total`` if it is still ``before``."""
+    updated = connection.execute(
+        charges.update()
+        .where(charges.c.charge_id == charge_id, charges.c.points_clawed_back == before)
+        .values(points_clawed_back=total)
+    )
+    return updated.rowcount == 1
+
+
+def insert_refund(
+    connection: Connection,
+    *,
+    refund_id: str,
+    charge_id: str,
+    user_id: int,
+    amount: int,
+    reason: str,
+    breakdown: str,
+    transaction_id: str,
+    now_us: int,
+) -> None:
+    connection.execute(
+        refunds.insert().values(
+            refund_id=refund_id,
+            charge_id=charge_id,
+            user_id=user_id,
+            amount=amount,
+            reason=reason,
+            breakdown=breakdown,
+            transaction_id=transaction_id,
+            created_at_us=now_us,
+        )
+    )
+
+
+def due_hold_ids(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` AUTHORIZED charges past their hold expiry whose id sorts after ``after``."""
+    return list(
+        connection.execute(
+            select(charges.c.charge_id)
+            .where(
+                charges.c.status == ChargeStatus.AUTHORIZED.value,
+                charges.c.hold_expires_at_us <= now_us,
+                charges.c.charge_id > after,
+            )
+            .order_by(charges.c.charge_id)
+            .limit(limit)
+        ).scalars()
+    )
 
 
 @dataclass(frozen=True)
 class LegRow:
     leg_index: int
-    kind: str
+    kind: LegKind
     instrument: str
     value: int
     units: int
@@ -35,7 +240,7 @@ def live_charge_for_order(
             charges.c.user_id == user_id,
             charges.c.merchant_id == merchant_id,
             charges.c.order_id == order_id,
-            charges.c.kind == "CHARGE",
+            charges.c.kind == ORDER_CHARGE_KIND,
             charges.c.status.in_(LIVE_CHARGE_STATUSES),
         )
     ).scalar_one_or_none()
@@ -60,7 +265,7 @@ def read_legs(connection: Connection, charge_id: str) -> list[LegRow]:
     return [
         LegRow(
             leg_index=row.leg_index,
-            kind=row.kind,
+            kind=LegKind(row.kind),
             instrument=row.instrument,
             value=row.value,
             units=row.units,
@@ -89,7 +294,7 @@ def charge_view(connection: Connection, row: Row) -> ChargeView:  # type: ignore
     coupon_ids = (
         connection.execute(
             select(charge_legs.c.instrument)
-            .where(charge_legs.c.charge_id == row.charge_id, charge_legs.c.kind == "COUPON")
+            .where(charge_legs.c.charge_id == row.charge_id, charge_legs.c.kind == LegKind.COUPON.value)
             .order_by(charge_legs.c.leg_index)
         )
         .scalars()

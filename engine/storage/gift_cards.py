@@ -14,12 +14,32 @@ from sqlalchemy import Connection, Row, and_, case, or_, select
 
 from engine.domain.money import MAX_BALANCE_FEN
 from engine.domain.results import GiftCardView
+from engine.storage.dialect import insert_or_ignore
 from engine.storage.schema import gift_cards
+
+__all__ = [
+    "ACTIVE",
+    "EMPTY",
+    "EXPIRABLE_STATES",
+    "EXPIRED",
+    "FROZEN",
+    "change_balance",
+    "due_card_codes",
+    "effective_state",
+    "expire_card",
+    "extend_expiry",
+    "insert_card",
+    "lock_cards",
+    "read_card",
+    "view_of",
+]
 
 ACTIVE = "ACTIVE"
 FROZEN = "FROZEN"
 EXPIRED = "EXPIRED"
 EMPTY = "EMPTY"
+#: States a card leaves for EXPIRED at its expiry.
+EXPIRABLE_STATES = (ACTIVE, EMPTY, FROZEN)
 
 
 def effective_state(state: str, expires_at_us: int | None, now_us: int) -> str:
@@ -85,5 +105,68 @@ def change_balance(
         gift_cards.update()
         .where(*conditions)
         .values(available=available, held=held, state=_state_after(available, held), updated_at_us=now_us)
+    )
+    return updated.rowcount == 1
+
+
+def lock_cards(connection: Connection, codes: list[str]) -> dict[str, Row[Any]]:
+    """Lock these cards in the engine's lock order (sorted by code); missing ones are absent."""
+    rows = connection.execute(
+        select(gift_cards)
+        .where(gift_cards.c.code.in_(sorted(codes)))
+        .order_by(gift_cards.c.code)
+        .with_for_update()
+    ).all()
+    return {row.code: row for row in rows}
+
+
+def insert_card(
+    connection: Connection, *, code: str, user_id: int, available: int, expires_at_us: int | None, now_us: int
+) -> bool:
+    """A new ACTIVE card; False when the code is taken."""
+    return insert_or_ignore(
+        connection,
+        gift_cards,
+        {
+            "code": code,
+            "user_id": user_id,
+            "available": available,
+            "held": 0,
+            "state": ACTIVE,
+            "expires_at_us": expires_at_us,
+            "created_at_us": now_us,
+            "updated_at_us": now_us,
+        },
+    )
+
+
+def extend_expiry(connection: Connection, code: str, expires_at_us: int) -> None:
+    connection.execute(
+        gift_cards.update().where(gift_cards.c.code == code).values(expires_at_us=expires_at_us)
+    )
+
+
+def due_card_codes(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` cards past their expiry, not yet EXPIRED, whose code sorts after ``after``."""
+    return list(
+        connection.execute(
+            select(gift_cards.c.code)
+            .where(
+                gift_cards.c.state.in_(EXPIRABLE_STATES),
+                gift_cards.c.expires_at_us <= now_us,
+                gift_cards.c.code > after,
+            )
+            .order_by(gift_cards.c.code)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def expire_card(connection: Connection, code: str, state: str, now_us: int) -> bool:
+    """The card (still in ``state``) becomes EXPIRED."""
+    updated = connection.execute(
+        gift_cards.update()
+        .where(gift_cards.c.code == code, gift_cards.c.state == state)
+        .values(state=EXPIRED, updated_at_us=now_us)
     )
     return updated.rowcount == 1

@@ -1,12 +1,37 @@
-"""Points lots: drawing FIFO for a charge, returning to the same lots on refund or release."""
+"""Points lots and the draws charges made on them: every statement on them.
+
+Drawing FIFO for a charge, holding and settling for an authorization, returning to the same
+lots on refund or release, granting, clawing back and expiring.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from typing import Any
 
-from engine.domain.errors import InvariantViolation
+from sqlalchemy import Connection, Row, select
+
+from engine.domain.errors import InvariantViolation, require
 from engine.domain.points_fifo import Lot, LotDraw
 from engine.storage.schema import lot_draws, points_lots
+
+__all__ = [
+    "MAX_LOTS_PER_SPEND",
+    "apply_draws",
+    "charge_draws",
+    "close_expired_lot",
+    "due_lot_ids",
+    "held_draws",
+    "insert_lot",
+    "lock_lot",
+    "lot_owner",
+    "mark_draw_returned",
+    "read_spendable_lots",
+    "refill_lot",
+    "release_to_lot",
+    "settle_lot_hold",
+    "take_from_lot",
+    "take_held_from_draw",
+]
 
 #: A user's live lots read for one spend; more than this many lots is refused as a bug signal.
 MAX_LOTS_PER_SPEND = 10_000
@@ -58,3 +83,178 @@ def apply_draws(connection: Connection, charge_id: str, draws: list[LotDraw], *,
                 for draw in draws
             ],
         )
+
+
+def held_draws(connection: Connection, charge_id: str, *, latest_first: bool) -> list[Any]:
+    """The charge's draws still holding points, with their lots' expiry: earliest expiry first
+    (a capture spends those), or latest first (a release refills those)."""
+    expiry = points_lots.c.expires_at_us
+    order = (
+        (expiry.desc().nulls_first(), lot_draws.c.lot_id.desc())
+        if latest_first
+        else (expiry.asc().nulls_last(), lot_draws.c.lot_id)
+    )
+    return list(
+        connection.execute(
+            select(
+                lot_draws.c.lot_id, lot_draws.c.held, points_lots.c.expires_at_us, points_lots.c.expired_at_us
+            )
+            .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
+            .where(lot_draws.c.charge_id == charge_id, lot_draws.c.held > 0)
+            .order_by(*order)
+        ).all()
+    )
+
+
+def charge_draws(connection: Connection, charge_id: str) -> list[Any]:
+    """Every draw of the charge, latest-expiring lot first (a refund refills those first)."""
+    return list(
+        connection.execute(
+            select(
+                lot_draws.c.lot_id,
+                lot_draws.c.points,
+                lot_draws.c.returned,
+                points_lots.c.expires_at_us,
+                points_lots.c.expired_at_us,
+            )
+            .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
+            .where(lot_draws.c.charge_id == charge_id)
+            # NULLS FIRST: a lot that never expires is the latest-expiring one (SQLite sorts NULL last).
+            .order_by(points_lots.c.expires_at_us.desc().nulls_first(), lot_draws.c.lot_id.desc())
+        ).all()
+    )
+
+
+def take_held_from_draw(
+    connection: Connection, charge_id: str, lot_id: str, points: int, *, returned: bool
+) -> None:
+    """The draw stops holding ``points`` (counted as ``returned`` when they go back to the lot)."""
+    values: dict[str, Any] = {"held": lot_draws.c.held - points}
+    if returned:
+        values["returned"] = lot_draws.c.returned + points
+    updated = connection.execute(
+        lot_draws.update()
+        .where(lot_draws.c.charge_id == charge_id, lot_draws.c.lot_id == lot_id, lot_draws.c.held >= points)
+        .values(**values)
+    )
+    require(updated.rowcount == 1, f"lot draw {charge_id}/{lot_id} holds {points}")
+
+
+def settle_lot_hold(connection: Connection, lot_id: str, points: int) -> None:
+    """Held points leave the lot for good (a capture)."""
+    updated = connection.execute(
+        points_lots.update()
+        .where(points_lots.c.lot_id == lot_id, points_lots.c.held >= points)
+        .values(held=points_lots.c.held - points)
+    )
+    require(updated.rowcount == 1, f"points lot {lot_id} holds {points}")
+
+
+def release_to_lot(connection: Connection, lot_id: str, points: int, *, expired: bool) -> None:
+    """Held points return to the lot's ``remaining`` — or, if the lot has expired, leave it
+    (the caller posts them to ``points_expired``)."""
+    values: dict[str, Any] = {"held": points_lots.c.held - points}
+    if not expired:
+        values["remaining"] = points_lots.c.remaining + points
+    updated = connection.execute(
+        points_lots.update()
+        .where(points_lots.c.lot_id == lot_id, points_lots.c.held >= points)
+        .values(**values)
+    )
+    require(updated.rowcount == 1, f"points lot {lot_id} holds {points}")
+
+
+def mark_draw_returned(connection: Connection, charge_id: str, lot_id: str, points: int) -> None:
+    connection.execute(
+        lot_draws.update()
+        .where(lot_draws.c.charge_id == charge_id, lot_draws.c.lot_id == lot_id)
+        .values(returned=lot_draws.c.returned + points)
+    )
+
+
+def refill_lot(connection: Connection, lot_id: str, points: int) -> None:
+    connection.execute(
+        points_lots.update()
+        .where(points_lots.c.lot_id == lot_id)
+        .values(remaining=points_lots.c.remaining + points)
+    )
+
+
+def take_from_lot(connection: Connection, lot_id: str, points: int) -> None:
+    """Take ``points`` of a locked lot's ``remaining`` (a claw-back)."""
+    updated = connection.execute(
+        points_lots.update()
+        .where(points_lots.c.lot_id == lot_id, points_lots.c.remaining >= points)
+        .values(remaining=points_lots.c.remaining - points)
+    )
+    require(updated.rowcount == 1, f"locked points lot {lot_id} holds {points}")
+
+
+def insert_lot(
+    connection: Connection,
+    *,
+    lot_id: str,
+    user_id: int,
+    granted: int,
+    remaining: int,
+    expires_at_us: int | None,
+    now_us: int,
+    transaction_id: str,
+) -> None:
+    connection.execute(
+        points_lots.insert().values(
+            lot_id=lot_id,
+            user_id=user_id,
+            granted=granted,
+            remaining=remaining,
+            held=0,
+            expires_at_us=expires_at_us,
+            granted_at_us=now_us,
+            expired_at_us=None,
+            transaction_id=transaction_id,
+        )
+    )
+
+
+def due_lot_ids(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
+    """Up to ``limit`` lots past their expiry, not yet recorded, whose id sorts after ``after``."""
+    return list(
+        connection.execute(
+            select(points_lots.c.lot_id)
+            .where(
+                points_lots.c.expired_at_us.is_(None),
+                points_lots.c.expires_at_us <= now_us,
+                points_lots.c.lot_id > after,
+            )
+            .order_by(points_lots.c.lot_id)
+            .limit(limit)
+        ).scalars()
+    )
+
+
+def lot_owner(connection: Connection, lot_id: str) -> int | None:
+    owner = connection.execute(
+        select(points_lots.c.user_id).where(points_lots.c.lot_id == lot_id)
+    ).scalar_one_or_none()
+    return None if owner is None else int(owner)
+
+
+def lock_lot(connection: Connection, lot_id: str) -> Row[Any] | None:
+    return connection.execute(
+        select(points_lots).where(points_lots.c.lot_id == lot_id).with_for_update()
+    ).one_or_none()
+
+
+def close_expired_lot(connection: Connection, lot_id: str, remaining: int, now_us: int) -> bool:
+    """Record the lot expired, its ``remaining`` (still ``remaining``) written off; False when it
+    was recorded already or changed meanwhile."""
+    updated = connection.execute(
+        points_lots.update()
+        .where(
+            points_lots.c.lot_id == lot_id,
+            points_lots.c.expired_at_us.is_(None),
+            points_lots.c.remaining == remaining,
+        )
+        .values(remaining=0, expired_at_us=now_us)
+    )
+    return updated.rowcount == 1

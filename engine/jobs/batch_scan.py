@@ -1,0 +1,53 @@
+"""The expiry job's bounded batch: scan up to ``limit`` due keys after ``after`` (keyset paging),
+then resolve each in its own short transaction — written once for holds, lots, cards, coupons.
+
+Each resolver locks its row and re-checks that it is still due, so a batch can run beside live
+traffic, twice at once, or twice in a row, and every item changes at most once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import Connection
+
+from engine.domain.errors import CofferError
+from engine.jobs.base import BatchOutcome
+from engine.service.context import EngineContext
+from engine.storage.database import read_only
+from engine.storage.router import Shard
+from engine.storage.unit_of_work import UnitOfWork, run_transaction
+
+__all__ = ["run_batch"]
+
+logger = logging.getLogger("coffer.jobs")
+
+
+def run_batch(
+    context: EngineContext,
+    shard: Shard,
+    scan: Callable[[Connection], list[str]],
+    resolve: Callable[[Connection, str], bool],
+    what: str,
+) -> BatchOutcome:
+    """``scan`` (read-only, bounded by its own ``limit``) names the due keys; ``resolve`` changes
+    one (True) or finds it no longer due (False). A failing item is logged and counted."""
+    with read_only(shard.engine) as connection:
+        keys = scan(connection)
+    changed = failed = 0
+    for key in keys:
+
+        def attempt(key: str = key) -> bool:
+            with UnitOfWork(shard.engine) as unit:
+                did = resolve(unit.connection, key)
+                unit.commit()
+                return did
+
+        try:
+            if run_transaction(attempt, attempts=context.settings.transaction_attempts):
+                changed += 1
+        except CofferError as error:
+            failed += 1
+            logger.warning("expire %s %s on shard %d: %s", what, key, shard.index, error)
+    return BatchOutcome(seen=len(keys), changed=changed, last_key=keys[-1] if keys else "", failed=failed)
