@@ -10,7 +10,7 @@ appears in the owner's history as an EXPIRE transaction without entries (no valu
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from engine.domain import ids
 from engine.domain.coupons.states import EXPIRES_IN_PLACE, CouponEvent, is_past_validity
@@ -21,6 +21,7 @@ from engine.service.context import EngineContext
 from engine.storage.coupons import change_state, read_coupon
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
+from engine.storage.scans import due_keys
 from engine.storage.schema import user_coupons
 
 _EXPIRABLE = tuple(state.value for state in EXPIRES_IN_PLACE)
@@ -51,18 +52,8 @@ def expire_coupons_batch(
     """One batch on one shard: up to ``limit`` due coupons whose id sorts after ``after``."""
 
     def scan(connection: Connection) -> list[str]:
-        return list(
-            connection.execute(
-                select(user_coupons.c.coupon_id)
-                .where(
-                    user_coupons.c.state.in_(_EXPIRABLE),
-                    user_coupons.c.expires_at_us <= now_us,
-                    user_coupons.c.coupon_id > after,
-                )
-                .order_by(user_coupons.c.coupon_id)
-                .limit(limit)
-            ).scalars()
-        )
+        conditions = [user_coupons.c.state.in_(_EXPIRABLE), user_coupons.c.expires_at_us <= now_us]
+        return due_keys(connection, user_coupons.c.coupon_id, conditions, after, limit)
 
     return run_batch(
         context,

@@ -32,4 +32,3 @@ def redeem(context: EngineContext, command: RedeemCommand) -> RedeemResult:
     if isinstance(spec, CouponCodeRedemptionSpec):
         return redeem_coupon_code(context, command)
     raise invalid_argument("kind", "name one of coupon_code, gift_card, points_exchange")
-

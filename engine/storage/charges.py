@@ -16,6 +16,7 @@ from engine.domain.charge_status import ChargeEvent, ChargeStatus, transition
 from engine.domain.leg_kind import LegKind
 from engine.domain.results import Breakdown, ChargeView, RefundView
 from engine.domain.serialization import loads
+from engine.storage.scans import due_keys
 from engine.storage.schema import LIVE_CHARGE_STATUSES, charge_items, charge_legs, charges, refunds
 
 __all__ = [
@@ -203,17 +204,12 @@ def insert_refund(
 
 def due_hold_ids(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
     """Up to ``limit`` AUTHORIZED charges past their hold expiry whose id sorts after ``after``."""
-    return list(
-        connection.execute(
-            select(charges.c.charge_id)
-            .where(
-                charges.c.status == ChargeStatus.AUTHORIZED.value,
-                charges.c.hold_expires_at_us <= now_us,
-                charges.c.charge_id > after,
-            )
-            .order_by(charges.c.charge_id)
-            .limit(limit)
-        ).scalars()
+    return due_keys(
+        connection,
+        charges.c.charge_id,
+        [charges.c.status == ChargeStatus.AUTHORIZED.value, charges.c.hold_expires_at_us <= now_us],
+        after,
+        limit,
     )
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Row, and_, case, or_, select
 from engine.domain.money import MAX_BALANCE_FEN
 from engine.domain.results import GiftCardView
 from engine.storage.dialect import insert_or_ignore
+from engine.storage.scans import due_keys
 from engine.storage.schema import gift_cards
 
 __all__ = [
@@ -148,17 +149,12 @@ def extend_expiry(connection: Connection, code: str, expires_at_us: int) -> None
 
 def due_card_codes(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
     """Up to ``limit`` cards past their expiry, not yet EXPIRED, whose code sorts after ``after``."""
-    return list(
-        connection.execute(
-            select(gift_cards.c.code)
-            .where(
-                gift_cards.c.state.in_(EXPIRABLE_STATES),
-                gift_cards.c.expires_at_us <= now_us,
-                gift_cards.c.code > after,
-            )
-            .order_by(gift_cards.c.code)
-            .limit(limit)
-        ).scalars()
+    return due_keys(
+        connection,
+        gift_cards.c.code,
+        [gift_cards.c.state.in_(EXPIRABLE_STATES), gift_cards.c.expires_at_us <= now_us],
+        after,
+        limit,
     )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Row, select
 
 from engine.domain.errors import InvariantViolation, require
 from engine.domain.points_fifo import Lot, LotDraw
+from engine.storage.scans import due_keys
 from engine.storage.schema import lot_draws, points_lots
 
 __all__ = [
@@ -218,17 +219,12 @@ def insert_lot(
 
 def due_lot_ids(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
     """Up to ``limit`` lots past their expiry, not yet recorded, whose id sorts after ``after``."""
-    return list(
-        connection.execute(
-            select(points_lots.c.lot_id)
-            .where(
-                points_lots.c.expired_at_us.is_(None),
-                points_lots.c.expires_at_us <= now_us,
-                points_lots.c.lot_id > after,
-            )
-            .order_by(points_lots.c.lot_id)
-            .limit(limit)
-        ).scalars()
+    return due_keys(
+        connection,
+        points_lots.c.lot_id,
+        [points_lots.c.expired_at_us.is_(None), points_lots.c.expires_at_us <= now_us],
+        after,
+        limit,
     )
 
 
