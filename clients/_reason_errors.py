@@ -462,6 +462,7 @@ REASON_CLASSES: Final[Mapping[str, type[CofferError]]] = MappingProxyType(
 )
 
 __all__ = [
+    "REASON_CLASSES",
     "AccountFrozen",
     "ActivityAlreadyGranted",
     "ActivityNotEligible",
@@ -493,7 +494,6 @@ __all__ = [
     "MinSpendNotMet",
     "OrderAlreadyCharged",
     "PointsLimitExceeded",
-    "REASON_CLASSES",
     "RateLimited",
     "RefundExceedsCaptured",
     "RiskRejected",

@@ -233,7 +233,7 @@ def client_module(reasons: list[ReasonSpec]) -> str:
     ]
     lines += [f"        {reason.class_name}.reason_name: {reason.class_name}," for reason in reasons]
     lines += ["    }", ")", "", "__all__ = ["]
-    lines += [f'    "{name}",' for name in sorted(["REASON_CLASSES", *(r.class_name for r in reasons)])]
+    lines += [f'    "{name}",' for name in ["REASON_CLASSES", *sorted(r.class_name for r in reasons)]]
     lines += ["]", ""]
     return "\n".join(lines)
 
