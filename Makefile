@@ -25,10 +25,14 @@ test: $(STAMP) system-packages proto-check
 system-packages:
 	@bash scripts/ensure_system_packages.sh
 
-## proto: regenerate the stubs (with typed .pyi) into coffer/v1
+#: What scripts/gen_reasons.py writes from the ErrorReason enum (committed, like the stubs).
+REASON_MODULES := engine/domain/reasons.py clients/_reason_errors.py
+
+## proto: regenerate the stubs (with typed .pyi) into coffer/v1, and the reason modules
 proto: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
+	$(PY) scripts/gen_reasons.py
 
 ## proto-check: fail when the committed stubs are not what the protos generate
 proto-check: $(STAMP)
@@ -37,9 +41,13 @@ proto-check: $(STAMP)
 		--python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp $(PROTOS) >/dev/null && \
 	for f in $$tmp/coffer/v1/*; do \
 		cmp -s "$$f" "coffer/v1/$$(basename $$f)" || { echo "stale stub: coffer/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
+	done && \
+	$(PY) scripts/gen_reasons.py --out-dir $$tmp && \
+	for f in $(REASON_MODULES); do \
+		cmp -s "$$tmp/$$f" "$$f" || { echo "stale generated module: $$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "stubs are current"
 
-## lint: ruff on everything, mypy --strict on the engine package
+## lint: ruff on everything, mypy --strict on the engine and clients packages
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine clients tests scripts server.py
 	$(VENV)/bin/mypy

@@ -25,231 +25,38 @@ Only grpcio, grpcio-status, protobuf and tenacity are imported (the ``client`` e
 
 from __future__ import annotations
 
-import itertools
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import Any
 
-import grpc
-from google.protobuf.message import Message
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
+from clients import errors
+from clients._requests import (
+    LineItemLike,
+    RefundItemLike,
+    build_charge_request,
+    build_redeem_coupon_request,
+    build_redeem_gift_card_request,
+    build_refund_request,
+    line_item,
+    new_idempotency_key,
+    refund_item,
 )
-
+from clients._retry import MAX_ATTEMPTS_LIMIT, NO_RETRY, RetryHook, RetryPolicy
+from clients._transport import (
+    CHANNEL_OPTIONS,
+    DEFAULT_TARGET,
+    DEFAULT_TIMEOUT_SECONDS,
+    MAX_CONNECTIONS,
+    RPCS,
+    Transport,
+)
 from clients.errors import *  # noqa: F403  (re-exported: callers import the exceptions from here)
-from clients.errors import CofferError, from_rpc_error
-from coffer.v1 import admin_pb2, admin_pb2_grpc, common_pb2, engine_pb2, engine_pb2_grpc
+from coffer.v1 import admin_pb2, common_pb2, engine_pb2
 
-DEFAULT_TARGET = "127.0.0.1:50051"
-DEFAULT_TIMEOUT_SECONDS = 5.0
-#: Hard bounds on what a caller may configure: nothing retries forever.
-MAX_ATTEMPTS_LIMIT = 20
+#: Hard bound on :meth:`OrderClient.iter_transactions`.
 MAX_PAGES_LIMIT = 10_000
-MAX_CONNECTIONS = 64
-
-#: Reconnect quickly after the engine restarts (gRPC's own default backoff grows to 120 s).
-CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-)
-
-Response = TypeVar("Response", bound=Message)
-RetryHook = Callable[[str, CofferError, int], None]
-
-LineItemLike = common_pb2.LineItem | tuple[str, int, int] | tuple[str, str, int, int]
-RefundItemLike = engine_pb2.RefundItem | tuple[str, int]
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long a call is retried (only on UNAVAILABLE / ABORTED / DEADLINE_EXCEEDED).
-
-    The wait before attempt ``n + 1`` is uniform in ``[0, min(max_backoff_s, initial_backoff_s * 2**n)]``
-    ("full jitter"), so many clients retrying at once spread out instead of stampeding.
-    """
-
-    max_attempts: int = 5
-    initial_backoff_s: float = 0.05
-    max_backoff_s: float = 2.0
-    #: Upper bound on the whole call, attempts and waits included (None: attempts bound it alone).
-    total_timeout_s: float | None = 60.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.max_attempts <= MAX_ATTEMPTS_LIMIT:
-            raise ValueError(f"max_attempts must be within 1..{MAX_ATTEMPTS_LIMIT}")
-        if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
-            raise ValueError("backoff must satisfy 0 <= initial_backoff_s <= max_backoff_s")
-        if self.total_timeout_s is not None and self.total_timeout_s <= 0:
-            raise ValueError("total_timeout_s must be positive")
-
-
-NO_RETRY = RetryPolicy(max_attempts=1)
-
-
-def new_idempotency_key(prefix: str = "oc") -> str:
-    """A fresh key (``[A-Za-z0-9._:-]``, well under 128 characters)."""
-    return f"{prefix}-{uuid.uuid4().hex}"
-
-
-def _is_retryable(error: BaseException) -> bool:
-    return isinstance(error, CofferError) and error.retryable
-
-
-# Request builders: shared by the client methods and by callers that journal a request before
-# sending it (the POS CLI), so what is stored is exactly what is sent.
-
-
-def line_item(item: LineItemLike) -> common_pb2.LineItem:
-    """``LineItem``, ``(sku, unit_price, quantity)`` or ``(sku, category, unit_price, quantity)``."""
-    if isinstance(item, common_pb2.LineItem):
-        return item
-    if len(item) == 3:
-        sku, unit_price, quantity = item
-        return common_pb2.LineItem(sku=sku, unit_price=unit_price, quantity=quantity)
-    sku, category, unit_price, quantity = item
-    return common_pb2.LineItem(sku=sku, category=category, unit_price=unit_price, quantity=quantity)
-
-
-def refund_item(item: RefundItemLike) -> engine_pb2.RefundItem:
-    if isinstance(item, engine_pb2.RefundItem):
-        return item
-    sku, quantity = item
-    return engine_pb2.RefundItem(sku=sku, quantity=quantity)
-
-
-def build_charge_request(
-    user_id: int,
-    order_id: str,
-    merchant_id: str,
-    amount: int,
-    *,
-    idempotency_key: str,
-    items: Iterable[LineItemLike] = (),
-    coupon_ids: Iterable[str] = (),
-    points: int = 0,
-    coins: int = 0,
-    gift_card_codes: Iterable[str] = (),
-    authorize_only: bool = False,
-    step_up_verified: bool = False,
-    channel_id: str = "",
-    business_line: str = "",
-    context: common_pb2.RequestContext | None = None,
-    currency: str = "",
-) -> engine_pb2.ChargeRequest:
-    return engine_pb2.ChargeRequest(
-        idempotency_key=idempotency_key,
-        user_id=user_id,
-        order_id=order_id,
-        merchant_id=merchant_id,
-        channel_id=channel_id,
-        amount=amount,
-        items=[line_item(item) for item in items],
-        coupon_ids=list(coupon_ids),
-        points=points,
-        coins=coins,
-        gift_card_codes=list(gift_card_codes),
-        authorize_only=authorize_only,
-        step_up_verified=step_up_verified,
-        context=context,
-        currency=currency,
-        business_line=business_line,
-    )
-
-
-def build_refund_request(
-    charge_id: str,
-    amount: int = 0,
-    *,
-    idempotency_key: str,
-    items: Iterable[RefundItemLike] = (),
-    reason: str = "",
-    context: common_pb2.RequestContext | None = None,
-    currency: str = "",
-) -> engine_pb2.RefundRequest:
-    return engine_pb2.RefundRequest(
-        idempotency_key=idempotency_key,
-        charge_id=charge_id,
-        amount=amount,
-        items=[refund_item(item) for item in items],
-        reason=reason,
-        context=context,
-        currency=currency,
-    )
-
-
-def build_redeem_coupon_request(
-    code: str,
-    order_amount: int,
-    merchant_id: str,
-    *,
-    idempotency_key: str,
-    items: Iterable[LineItemLike] = (),
-    context: common_pb2.RequestContext | None = None,
-    currency: str = "",
-) -> engine_pb2.RedeemRequest:
-    return engine_pb2.RedeemRequest(
-        idempotency_key=idempotency_key,
-        merchant_id=merchant_id,
-        context=context,
-        currency=currency,
-        coupon_code=engine_pb2.CouponCodeRedemption(
-            code=code, order_amount=order_amount, items=[line_item(item) for item in items]
-        ),
-    )
-
-
-def build_redeem_gift_card_request(
-    code: str,
-    amount: int,
-    merchant_id: str,
-    *,
-    idempotency_key: str,
-    context: common_pb2.RequestContext | None = None,
-    currency: str = "",
-) -> engine_pb2.RedeemRequest:
-    return engine_pb2.RedeemRequest(
-        idempotency_key=idempotency_key,
-        merchant_id=merchant_id,
-        context=context,
-        currency=currency,
-        gift_card=engine_pb2.GiftCardRedemption(code=code, amount=amount),
-    )
-
-
-#: "Service.Method" -> (service, request type) for :meth:`OrderClient.send`.
-RPCS: dict[str, tuple[str, type[Message]]] = {
-    "TransactionEngine.Issue": ("engine", engine_pb2.IssueRequest),
-    "TransactionEngine.Charge": ("engine", engine_pb2.ChargeRequest),
-    "TransactionEngine.Capture": ("engine", engine_pb2.CaptureRequest),
-    "TransactionEngine.Void": ("engine", engine_pb2.VoidRequest),
-    "TransactionEngine.Refund": ("engine", engine_pb2.RefundRequest),
-    "TransactionEngine.Redeem": ("engine", engine_pb2.RedeemRequest),
-    "TransactionEngine.QuoteCharge": ("engine", engine_pb2.ChargeRequest),
-    "TransactionEngine.GetWallet": ("engine", engine_pb2.GetWalletRequest),
-    "TransactionEngine.GetCharge": ("engine", engine_pb2.GetChargeRequest),
-    "TransactionEngine.ListTransactions": ("engine", engine_pb2.ListTransactionsRequest),
-    "TransactionEngine.GetGiftCard": ("engine", engine_pb2.GetGiftCardRequest),
-    "Admin.CreateCouponTemplate": ("admin", admin_pb2.CreateCouponTemplateRequest),
-    "Admin.CreateActivity": ("admin", admin_pb2.CreateActivityRequest),
-    "Admin.FreezeAccount": ("admin", admin_pb2.FreezeAccountRequest),
-    "Admin.UnfreezeAccount": ("admin", admin_pb2.FreezeAccountRequest),
-    "Admin.FreezeCoupon": ("admin", admin_pb2.FreezeCouponRequest),
-    "Admin.UnfreezeCoupon": ("admin", admin_pb2.FreezeCouponRequest),
-    "Admin.Adjust": ("admin", admin_pb2.AdjustRequest),
-    "Admin.Audit": ("admin", admin_pb2.AuditRequest),
-}
-
-
-class OrderClient:
+class OrderClient(Transport):
     """A synchronous, thread-safe client for ``TransactionEngine`` and ``Admin``.
 
     ``target`` is ``host:port`` (plaintext) unless ``credentials`` are given; pass ``channel`` to
@@ -257,124 +64,6 @@ class OrderClient:
     default :class:`RetryPolicy`; both can be overridden per call. ``on_retry(rpc, error,
     attempt)`` is called before each retry (for metrics and logs).
     """
-
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        channel: grpc.Channel | None = None,
-        credentials: grpc.ChannelCredentials | None = None,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        retry: RetryPolicy | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-        key_prefix: str = "oc",
-        on_retry: RetryHook | None = None,
-        connections: int = 1,
-    ) -> None:
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if not 1 <= connections <= MAX_CONNECTIONS:
-            raise ValueError(f"connections must be within 1..{MAX_CONNECTIONS}")
-        self.target = target
-        self._owns_channel = channel is None
-        if channel is None:
-            # Several connections let an engine running several worker processes on one port
-            # (COFFER_WORKERS, SO_REUSEPORT) spread the calls: the kernel balances connections,
-            # not calls. Each channel gets its own subchannel, hence its own TCP connection.
-            options = (*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1 if connections > 1 else 0))
-            channels = [
-                grpc.insecure_channel(target, options=options)
-                if credentials is None
-                else grpc.secure_channel(target, credentials, options=options)
-                for _ in range(connections)
-            ]
-        else:
-            channels = [channel]
-        self._channels = channels
-        self.channel = channels[0]
-        self._stubs = [
-            (engine_pb2_grpc.TransactionEngineStub(each), admin_pb2_grpc.AdminStub(each)) for each in channels
-        ]
-        self._next_stub = itertools.cycle(range(len(channels)))
-        self.engine, self.admin = self._stubs[0]
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self.metadata = tuple(metadata)
-        self.key_prefix = key_prefix
-        self.on_retry = on_retry
-
-    # -- plumbing -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        if self._owns_channel:
-            for channel in self._channels:
-                channel.close()
-
-    def __enter__(self) -> OrderClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def new_key(self) -> str:
-        return new_idempotency_key(self.key_prefix)
-
-    def _key(self, idempotency_key: str | None) -> str:
-        return idempotency_key if idempotency_key else self.new_key()
-
-    def _stub_method(self, rpc: str) -> Callable[..., Any]:
-        service, _ = RPCS[rpc]
-        engine, admin = self._stubs[next(self._next_stub)]
-        stub = engine if service == "engine" else admin
-        return getattr(stub, rpc.split(".", 1)[1])  # type: ignore[no-any-return]
-
-    def send(
-        self,
-        rpc: str,
-        request: Message,
-        *,
-        timeout: float | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> Any:
-        """Call ``rpc`` ("TransactionEngine.Charge", "Admin.Audit", ...) with a prepared request.
-
-        Every typed method ends here: one deadline per attempt, retries on the retryable codes
-        only, the same request object (hence the same idempotency key) on every attempt.
-        """
-        if rpc not in RPCS:
-            raise ValueError(f"unknown RPC {rpc!r}")
-        expected = RPCS[rpc][1]
-        if not isinstance(request, expected):
-            raise TypeError(f"{rpc} takes {expected.__name__}, not {type(request).__name__}")
-        method = self._stub_method(rpc)
-        per_attempt = self.timeout if timeout is None else timeout
-        if per_attempt <= 0:
-            raise ValueError("timeout must be positive")
-        policy = retry or self.retry
-        stop = stop_after_attempt(policy.max_attempts)
-        if policy.total_timeout_s is not None:
-            stop = stop | stop_after_delay(policy.total_timeout_s)  # type: ignore[assignment]
-
-        def before_sleep(state: RetryCallState) -> None:
-            if self.on_retry is not None and state.outcome is not None:
-                error = state.outcome.exception()
-                if isinstance(error, CofferError):
-                    self.on_retry(rpc, error, state.attempt_number)
-
-        def attempt() -> Any:
-            try:
-                return method(request, timeout=per_attempt, metadata=self.metadata)
-            except grpc.RpcError as error:
-                raise from_rpc_error(error) from None
-
-        retrying = Retrying(
-            stop=stop,
-            wait=wait_random_exponential(multiplier=policy.initial_backoff_s, max=policy.max_backoff_s),
-            retry=retry_if_exception(_is_retryable),
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        return retrying(attempt)
 
     # -- TransactionEngine: money ------------------------------------------------------------
 
@@ -803,3 +492,29 @@ def balance_of(wallet: common_pb2.Wallet, asset: common_pb2.Asset.ValueType) -> 
         if balance.asset == asset:
             return balance.available, balance.held
     return 0, 0
+
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "DEFAULT_TARGET",
+    "DEFAULT_TIMEOUT_SECONDS",
+    "MAX_ATTEMPTS_LIMIT",
+    "MAX_CONNECTIONS",
+    "MAX_PAGES_LIMIT",
+    "NO_RETRY",
+    "RPCS",
+    "LineItemLike",
+    "OrderClient",
+    "RefundItemLike",
+    "RetryHook",
+    "RetryPolicy",
+    "balance_of",
+    "build_charge_request",
+    "build_redeem_coupon_request",
+    "build_redeem_gift_card_request",
+    "build_refund_request",
+    "line_item",
+    "new_idempotency_key",
+    "refund_item",
+]
+__all__ += errors.__all__

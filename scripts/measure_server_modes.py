@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from coffer.v1 import engine_pb2, engine_pb2_grpc
-from engine.api import convert
+from engine.api import convert_common, convert_engine
 from engine.config import Settings
 from engine.service import charge as charge_service
 from engine.service import issue as issue_service
@@ -22,19 +22,21 @@ class SyncServicer(engine_pb2_grpc.TransactionEngineServicer):
         self.ctx = ctx
 
     def Issue(self, request, context):
-        r = issue_service.issue(self.ctx, convert.issue_from_proto(request))
+        r = issue_service.issue(self.ctx, convert_engine.issue_from_proto(request))
         return engine_pb2.IssueResponse(
-            transaction_id=r.transaction_id, replayed=r.replayed, wallet=convert.wallet_to_proto(r.wallet)
+            transaction_id=r.transaction_id,
+            replayed=r.replayed,
+            wallet=convert_common.wallet_to_proto(r.wallet),
         )
 
     def Charge(self, request, context):
-        r = charge_service.charge(self.ctx, convert.charge_from_proto(request))
+        r = charge_service.charge(self.ctx, convert_engine.charge_from_proto(request))
         return engine_pb2.ChargeResponse(
             charge_id=r.charge_id,
-            status=convert.charge_status_to_proto(r.status),
-            breakdown=convert.breakdown_to_proto(r.breakdown),
+            status=convert_common.charge_status_to_proto(r.status),
+            breakdown=convert_common.breakdown_to_proto(r.breakdown),
             replayed=r.replayed,
-            wallet=convert.wallet_to_proto(r.wallet),
+            wallet=convert_common.wallet_to_proto(r.wallet),
             transaction_id=r.transaction_id,
         )
 

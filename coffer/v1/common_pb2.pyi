@@ -7,10 +7,12 @@ Every amount is an int64 count of minor units (fen for CNY); there are no floats
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf.internal import extension_dict as _extension_dict
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -173,6 +175,274 @@ TRANSACTION_TYPE_EXCHANGE: TransactionType.ValueType  # 12
 TRANSACTION_TYPE_ADJUST: TransactionType.ValueType  # 13
 TRANSACTION_TYPE_SETTLE: TransactionType.ValueType  # 14
 Global___TransactionType: _TypeAlias = TransactionType  # noqa: Y015
+
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    """Never sent; the proto3 zero value."""
+    INVALID_ARGUMENT: _ErrorReason.ValueType  # 1
+    """A request field is missing, malformed or out of range (an _UNSPECIFIED enum, a bad key, a
+    foreign currency, items not summing to the amount, ...). A BadRequest detail lists the
+    fields; metadata["field"] names the first. Status INVALID_ARGUMENT.
+    """
+    AMOUNT_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 2
+    """One request would move more than 10^13 minor units, or a balance would pass 2^62.
+    Status INVALID_ARGUMENT.
+    """
+    INSUFFICIENT_FUNDS: _ErrorReason.ValueType  # 3
+    """Too few points, coins, cash or gift-card balance for the request; metadata["asset"] says
+    which. Status FAILED_PRECONDITION.
+    """
+    ACCOUNT_FROZEN: _ErrorReason.ValueType  # 4
+    """The user's account is frozen (Admin.FreezeAccount or risk control): no money moves.
+    Status FAILED_PRECONDITION.
+    """
+    COUPON_EXPIRED: _ErrorReason.ValueType  # 5
+    """The coupon's validity window has ended. Status FAILED_PRECONDITION."""
+    COUPON_NOT_ACTIVE: _ErrorReason.ValueType  # 6
+    """The coupon is not usable in its current state (not yet activated, locked by a hold,
+    refunded) or its template's window has not opened. Status FAILED_PRECONDITION.
+    """
+    COUPON_ALREADY_USED: _ErrorReason.ValueType  # 7
+    """The coupon was already used. Status FAILED_PRECONDITION."""
+    COUPON_FROZEN: _ErrorReason.ValueType  # 8
+    """The coupon is frozen (Admin.FreezeCoupon or risk control). Status FAILED_PRECONDITION."""
+    COUPON_NOT_APPLICABLE: _ErrorReason.ValueType  # 9
+    """The coupon's scope (categories, merchants, business lines) or eligibility rules exclude this
+    order or user. Status FAILED_PRECONDITION.
+    """
+    MIN_SPEND_NOT_MET: _ErrorReason.ValueType  # 10
+    """The in-scope items do not reach the coupon's min spend (inclusive). Status FAILED_PRECONDITION."""
+    COUPONS_NOT_STACKABLE: _ErrorReason.ValueType  # 11
+    """A non-stackable coupon was combined with another coupon. Status FAILED_PRECONDITION."""
+    GIFT_CARD_INACTIVE: _ErrorReason.ValueType  # 12
+    """The gift card is not usable in its state (frozen, expired, empty); metadata["state"] says
+    which. Status FAILED_PRECONDITION.
+    """
+    POINTS_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 13
+    """More points than the per-order cap (default 50% of the amount after discount).
+    Status FAILED_PRECONDITION.
+    """
+    CAPTURE_EXCEEDS_AUTHORIZED: _ErrorReason.ValueType  # 14
+    """Capture asked for more than the authorized paid amount. Status FAILED_PRECONDITION."""
+    CHARGE_NOT_AUTHORIZED: _ErrorReason.ValueType  # 15
+    """Capture or Void of a charge that is not (or no longer) an open authorization.
+    Status FAILED_PRECONDITION.
+    """
+    CHARGE_NOT_CAPTURED: _ErrorReason.ValueType  # 16
+    """Refund of a charge that has not been captured yet. Status FAILED_PRECONDITION."""
+    HOLD_EXPIRED: _ErrorReason.ValueType  # 17
+    """Capture after the hold's expiry time, even before the expiry job has released it.
+    Status FAILED_PRECONDITION.
+    """
+    REFUND_EXCEEDS_CAPTURED: _ErrorReason.ValueType  # 18
+    """The refunds of a charge would total more than was captured. Status FAILED_PRECONDITION."""
+    STEP_UP_REQUIRED: _ErrorReason.ValueType  # 19
+    """A charge above the step-up threshold (COFFER_STEP_UP_AMOUNT) without step_up_verified.
+    Status FAILED_PRECONDITION.
+    """
+    ACTIVITY_NOT_ELIGIBLE: _ErrorReason.ValueType  # 20
+    """The user or request context fails the activity's rules (blacklisted device, wrong city, ...).
+    Status FAILED_PRECONDITION.
+    """
+    ILLEGAL_STATE_TRANSITION: _ErrorReason.ValueType  # 21
+    """The coupon state table (CONTRACT.md §3) refuses the requested transition.
+    Status FAILED_PRECONDITION.
+    """
+    CHARGE_NOT_FOUND: _ErrorReason.ValueType  # 22
+    """No charge (or till redemption) with this id. Status NOT_FOUND."""
+    COUPON_NOT_FOUND: _ErrorReason.ValueType  # 23
+    """No coupon with this id or code (in this wallet). Status NOT_FOUND."""
+    GIFT_CARD_NOT_FOUND: _ErrorReason.ValueType  # 24
+    """No gift card with this code. Status NOT_FOUND."""
+    TEMPLATE_NOT_FOUND: _ErrorReason.ValueType  # 25
+    """No coupon template with this id. Status NOT_FOUND."""
+    ACTIVITY_NOT_FOUND: _ErrorReason.ValueType  # 26
+    """No activity with this id. Status NOT_FOUND."""
+    IDEMPOTENCY_KEY_REUSED: _ErrorReason.ValueType  # 27
+    """The idempotency key was used before with a different payload: a new request needs a new key.
+    Status ALREADY_EXISTS.
+    """
+    CHANNEL_TXN_CONFLICT: _ErrorReason.ValueType  # 28
+    """The (payment_channel, channel_txn_id) of a top-up was already applied with another amount.
+    Status ALREADY_EXISTS.
+    """
+    ORDER_ALREADY_CHARGED: _ErrorReason.ValueType  # 29
+    """The (user, merchant_id, order_id) already has a live charge. Status ALREADY_EXISTS."""
+    ACTIVITY_ALREADY_GRANTED: _ErrorReason.ValueType  # 30
+    """The activity was already granted to this user (at most once per user and activity).
+    Status ALREADY_EXISTS.
+    """
+    STOCK_EXHAUSTED: _ErrorReason.ValueType  # 31
+    """The coupon template's total stock is issued. Status RESOURCE_EXHAUSTED."""
+    CLAIM_LIMIT_REACHED: _ErrorReason.ValueType  # 32
+    """The user reached the template's per-user claim limit. Status RESOURCE_EXHAUSTED."""
+    EXCHANGE_LIMIT_REACHED: _ErrorReason.ValueType  # 33
+    """The user's points-exchange cap for the business day is reached. Status RESOURCE_EXHAUSTED."""
+    WITHDRAWAL_LIMIT_REACHED: _ErrorReason.ValueType  # 34
+    """The user's daily withdrawal count or amount limit is reached. Status RESOURCE_EXHAUSTED."""
+    RATE_LIMITED: _ErrorReason.ValueType  # 35
+    """A rate limit (risk control's sliding windows) refused the call. Status RESOURCE_EXHAUSTED."""
+    RISK_REJECTED: _ErrorReason.ValueType  # 36
+    """Risk control refused the request (blacklisted device or phone, suspicious pattern); the
+    decision is in the audit trail. Status PERMISSION_DENIED.
+    """
+    ROLE_FORBIDDEN: _ErrorReason.ValueType  # 37
+    """The caller's role (or merchant) may not call this RPC. Status PERMISSION_DENIED."""
+    UNAUTHENTICATED: _ErrorReason.ValueType  # 38
+    """No or bad caller credentials (client certificate or token). Status UNAUTHENTICATED."""
+    IDEMPOTENCY_KEY_IN_USE: _ErrorReason.ValueType  # 39
+    """Another request with the same idempotency key is in flight: retry with the same key.
+    Status ABORTED.
+    """
+    CONTENTION: _ErrorReason.ValueType  # 40
+    """The engine's own bounded retries on a contended row are spent; nothing was applied: retry
+    with the same key. Status ABORTED.
+    """
+    STORAGE_UNAVAILABLE: _ErrorReason.ValueType  # 41
+    """The user's shard database is not answering; nothing was applied: retry with the same key.
+    Status UNAVAILABLE.
+    """
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Why a call was refused (CONTRACT.md §4). A refusal is a gRPC status whose
+    google.rpc.ErrorInfo detail has domain = "coffer" and reason = the name of one of these values
+    (the value names equal the reason strings; the numbers never travel). The ErrorInfo metadata
+    names the offending field, asset or ids. Each value's `grpc_code` option is the status code it
+    travels under. A client meeting a reason it does not know (a newer engine) treats it by its
+    status code.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+"""Never sent; the proto3 zero value."""
+INVALID_ARGUMENT: ErrorReason.ValueType  # 1
+"""A request field is missing, malformed or out of range (an _UNSPECIFIED enum, a bad key, a
+foreign currency, items not summing to the amount, ...). A BadRequest detail lists the
+fields; metadata["field"] names the first. Status INVALID_ARGUMENT.
+"""
+AMOUNT_LIMIT_EXCEEDED: ErrorReason.ValueType  # 2
+"""One request would move more than 10^13 minor units, or a balance would pass 2^62.
+Status INVALID_ARGUMENT.
+"""
+INSUFFICIENT_FUNDS: ErrorReason.ValueType  # 3
+"""Too few points, coins, cash or gift-card balance for the request; metadata["asset"] says
+which. Status FAILED_PRECONDITION.
+"""
+ACCOUNT_FROZEN: ErrorReason.ValueType  # 4
+"""The user's account is frozen (Admin.FreezeAccount or risk control): no money moves.
+Status FAILED_PRECONDITION.
+"""
+COUPON_EXPIRED: ErrorReason.ValueType  # 5
+"""The coupon's validity window has ended. Status FAILED_PRECONDITION."""
+COUPON_NOT_ACTIVE: ErrorReason.ValueType  # 6
+"""The coupon is not usable in its current state (not yet activated, locked by a hold,
+refunded) or its template's window has not opened. Status FAILED_PRECONDITION.
+"""
+COUPON_ALREADY_USED: ErrorReason.ValueType  # 7
+"""The coupon was already used. Status FAILED_PRECONDITION."""
+COUPON_FROZEN: ErrorReason.ValueType  # 8
+"""The coupon is frozen (Admin.FreezeCoupon or risk control). Status FAILED_PRECONDITION."""
+COUPON_NOT_APPLICABLE: ErrorReason.ValueType  # 9
+"""The coupon's scope (categories, merchants, business lines) or eligibility rules exclude this
+order or user. Status FAILED_PRECONDITION.
+"""
+MIN_SPEND_NOT_MET: ErrorReason.ValueType  # 10
+"""The in-scope items do not reach the coupon's min spend (inclusive). Status FAILED_PRECONDITION."""
+COUPONS_NOT_STACKABLE: ErrorReason.ValueType  # 11
+"""A non-stackable coupon was combined with another coupon. Status FAILED_PRECONDITION."""
+GIFT_CARD_INACTIVE: ErrorReason.ValueType  # 12
+"""The gift card is not usable in its state (frozen, expired, empty); metadata["state"] says
+which. Status FAILED_PRECONDITION.
+"""
+POINTS_LIMIT_EXCEEDED: ErrorReason.ValueType  # 13
+"""More points than the per-order cap (default 50% of the amount after discount).
+Status FAILED_PRECONDITION.
+"""
+CAPTURE_EXCEEDS_AUTHORIZED: ErrorReason.ValueType  # 14
+"""Capture asked for more than the authorized paid amount. Status FAILED_PRECONDITION."""
+CHARGE_NOT_AUTHORIZED: ErrorReason.ValueType  # 15
+"""Capture or Void of a charge that is not (or no longer) an open authorization.
+Status FAILED_PRECONDITION.
+"""
+CHARGE_NOT_CAPTURED: ErrorReason.ValueType  # 16
+"""Refund of a charge that has not been captured yet. Status FAILED_PRECONDITION."""
+HOLD_EXPIRED: ErrorReason.ValueType  # 17
+"""Capture after the hold's expiry time, even before the expiry job has released it.
+Status FAILED_PRECONDITION.
+"""
+REFUND_EXCEEDS_CAPTURED: ErrorReason.ValueType  # 18
+"""The refunds of a charge would total more than was captured. Status FAILED_PRECONDITION."""
+STEP_UP_REQUIRED: ErrorReason.ValueType  # 19
+"""A charge above the step-up threshold (COFFER_STEP_UP_AMOUNT) without step_up_verified.
+Status FAILED_PRECONDITION.
+"""
+ACTIVITY_NOT_ELIGIBLE: ErrorReason.ValueType  # 20
+"""The user or request context fails the activity's rules (blacklisted device, wrong city, ...).
+Status FAILED_PRECONDITION.
+"""
+ILLEGAL_STATE_TRANSITION: ErrorReason.ValueType  # 21
+"""The coupon state table (CONTRACT.md §3) refuses the requested transition.
+Status FAILED_PRECONDITION.
+"""
+CHARGE_NOT_FOUND: ErrorReason.ValueType  # 22
+"""No charge (or till redemption) with this id. Status NOT_FOUND."""
+COUPON_NOT_FOUND: ErrorReason.ValueType  # 23
+"""No coupon with this id or code (in this wallet). Status NOT_FOUND."""
+GIFT_CARD_NOT_FOUND: ErrorReason.ValueType  # 24
+"""No gift card with this code. Status NOT_FOUND."""
+TEMPLATE_NOT_FOUND: ErrorReason.ValueType  # 25
+"""No coupon template with this id. Status NOT_FOUND."""
+ACTIVITY_NOT_FOUND: ErrorReason.ValueType  # 26
+"""No activity with this id. Status NOT_FOUND."""
+IDEMPOTENCY_KEY_REUSED: ErrorReason.ValueType  # 27
+"""The idempotency key was used before with a different payload: a new request needs a new key.
+Status ALREADY_EXISTS.
+"""
+CHANNEL_TXN_CONFLICT: ErrorReason.ValueType  # 28
+"""The (payment_channel, channel_txn_id) of a top-up was already applied with another amount.
+Status ALREADY_EXISTS.
+"""
+ORDER_ALREADY_CHARGED: ErrorReason.ValueType  # 29
+"""The (user, merchant_id, order_id) already has a live charge. Status ALREADY_EXISTS."""
+ACTIVITY_ALREADY_GRANTED: ErrorReason.ValueType  # 30
+"""The activity was already granted to this user (at most once per user and activity).
+Status ALREADY_EXISTS.
+"""
+STOCK_EXHAUSTED: ErrorReason.ValueType  # 31
+"""The coupon template's total stock is issued. Status RESOURCE_EXHAUSTED."""
+CLAIM_LIMIT_REACHED: ErrorReason.ValueType  # 32
+"""The user reached the template's per-user claim limit. Status RESOURCE_EXHAUSTED."""
+EXCHANGE_LIMIT_REACHED: ErrorReason.ValueType  # 33
+"""The user's points-exchange cap for the business day is reached. Status RESOURCE_EXHAUSTED."""
+WITHDRAWAL_LIMIT_REACHED: ErrorReason.ValueType  # 34
+"""The user's daily withdrawal count or amount limit is reached. Status RESOURCE_EXHAUSTED."""
+RATE_LIMITED: ErrorReason.ValueType  # 35
+"""A rate limit (risk control's sliding windows) refused the call. Status RESOURCE_EXHAUSTED."""
+RISK_REJECTED: ErrorReason.ValueType  # 36
+"""Risk control refused the request (blacklisted device or phone, suspicious pattern); the
+decision is in the audit trail. Status PERMISSION_DENIED.
+"""
+ROLE_FORBIDDEN: ErrorReason.ValueType  # 37
+"""The caller's role (or merchant) may not call this RPC. Status PERMISSION_DENIED."""
+UNAUTHENTICATED: ErrorReason.ValueType  # 38
+"""No or bad caller credentials (client certificate or token). Status UNAUTHENTICATED."""
+IDEMPOTENCY_KEY_IN_USE: ErrorReason.ValueType  # 39
+"""Another request with the same idempotency key is in flight: retry with the same key.
+Status ABORTED.
+"""
+CONTENTION: ErrorReason.ValueType  # 40
+"""The engine's own bounded retries on a contended row are spent; nothing was applied: retry
+with the same key. Status ABORTED.
+"""
+STORAGE_UNAVAILABLE: ErrorReason.ValueType  # 41
+"""The user's shard database is not answering; nothing was applied: retry with the same key.
+Status UNAVAILABLE.
+"""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final
 class RequestContext(_message.Message):
@@ -690,3 +960,6 @@ class Transaction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Transaction: _TypeAlias = Transaction  # noqa: Y015
+
+GRPC_CODE_FIELD_NUMBER: _builtins.int
+grpc_code: _extension_dict._ExtensionFieldDescriptor[_descriptor_pb2.EnumValueOptions, _builtins.str]

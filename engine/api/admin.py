@@ -7,12 +7,15 @@ from typing import Any
 import grpc
 
 from coffer.v1 import admin_pb2, admin_pb2_grpc
-from engine.api import convert
+from engine.api import convert_admin, convert_common
 from engine.api.runner import UseCaseRunner
 from engine.domain.commands import AdjustCommand, FreezeAccountCommand
 from engine.service import account_admin
 from engine.service import audit as audit_service
+from engine.service.activities import create_activity
 from engine.service.context import EngineContext
+from engine.service.coupon_admin import set_coupon_frozen
+from engine.service.coupon_templates import create_coupon_template
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -25,16 +28,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def Audit(self, request: admin_pb2.AuditRequest, context: Context) -> admin_pb2.AuditReport:
         shard = request.shard if request.HasField("shard") else None
         return await self.runner.run(
-            context, lambda: convert.audit_to_proto(audit_service.audit(self.engine, shard))
+            context, lambda: convert_admin.audit_to_proto(audit_service.audit(self.engine, shard))
         )
 
     async def CreateCouponTemplate(
         self, request: admin_pb2.CreateCouponTemplateRequest, context: Context
     ) -> admin_pb2.CreateCouponTemplateResponse:
-        from engine.service.coupon_templates import create_coupon_template
-
         def work() -> admin_pb2.CreateCouponTemplateResponse:
-            result = create_coupon_template(self.engine, convert.template_from_proto(request))
+            result = create_coupon_template(self.engine, convert_admin.template_from_proto(request))
             return admin_pb2.CreateCouponTemplateResponse(
                 template_id=result.template_id, replayed=result.replayed
             )
@@ -44,10 +45,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def CreateActivity(
         self, request: admin_pb2.CreateActivityRequest, context: Context
     ) -> admin_pb2.CreateActivityResponse:
-        from engine.service.activities import create_activity
-
         def work() -> admin_pb2.CreateActivityResponse:
-            result = create_activity(self.engine, convert.activity_from_proto(request))
+            result = create_activity(self.engine, convert_admin.activity_from_proto(request))
             return admin_pb2.CreateActivityResponse(activity_id=result.activity_id, replayed=result.replayed)
 
         return await self.runner.run(context, work)
@@ -74,7 +73,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         )
         return await self.runner.run(
             context,
-            lambda: convert.account_state_to_proto(account_admin.set_account_frozen(self.engine, command)),
+            lambda: convert_admin.account_state_to_proto(
+                account_admin.set_account_frozen(self.engine, command)
+            ),
         )
 
     async def FreezeCoupon(
@@ -90,11 +91,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     async def _set_coupon_frozen(
         self, request: admin_pb2.FreezeCouponRequest, context: Context, *, frozen: bool
     ) -> admin_pb2.CouponStateResponse:
-        from engine.service.coupon_admin import set_coupon_frozen
-
-        command = convert.freeze_coupon_from_proto(request, frozen=frozen)
+        command = convert_admin.freeze_coupon_from_proto(request, frozen=frozen)
         return await self.runner.run(
-            context, lambda: convert.coupon_state_to_proto(set_coupon_frozen(self.engine, command))
+            context, lambda: convert_admin.coupon_state_to_proto(set_coupon_frozen(self.engine, command))
         )
 
     async def Adjust(self, request: admin_pb2.AdjustRequest, context: Context) -> admin_pb2.AdjustResponse:
@@ -102,11 +101,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             command = AdjustCommand(
                 idempotency_key=request.idempotency_key,
                 user_id=request.user_id,
-                asset=convert.asset_from_proto(request.asset, "asset"),
+                asset=convert_common.asset_from_proto(request.asset, "asset"),
                 amount=request.amount,
                 reason=request.reason,
                 operator_id=request.operator_id,
             )
-            return convert.adjust_to_proto(account_admin.adjust(self.engine, command))
+            return convert_admin.adjust_to_proto(account_admin.adjust(self.engine, command))
 
         return await self.runner.run(context, work)

@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from coffer.v1 import common_pb2, engine_pb2, engine_pb2_grpc
-from engine.api import convert
+from engine.api import convert_common, convert_engine
 from engine.api.runner import UseCaseRunner
 from engine.service import capture as capture_service
 from engine.service import charge as charge_service
@@ -18,6 +18,7 @@ from engine.service import redeem as redeem_service
 from engine.service import refund as refund_service
 from engine.service import void as void_service
 from engine.service.context import EngineContext
+from engine.service.quote import quote_charge
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -28,18 +29,18 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
         self.runner = runner
 
     def _currency(self, requested: str) -> None:
-        convert.require_currency(requested, self.engine.settings.currency)
+        convert_common.require_currency(requested, self.engine.settings.currency)
 
     async def Issue(self, request: engine_pb2.IssueRequest, context: Context) -> engine_pb2.IssueResponse:
         def work() -> engine_pb2.IssueResponse:
             self._currency(request.currency)
-            result = issue_service.issue(self.engine, convert.issue_from_proto(request))
+            result = issue_service.issue(self.engine, convert_engine.issue_from_proto(request))
             return engine_pb2.IssueResponse(
                 transaction_id=result.transaction_id,
                 replayed=result.replayed,
-                wallet=convert.wallet_to_proto(result.wallet),
-                coupons=[convert.coupon_to_proto(coupon) for coupon in result.coupons],
-                gift_card=convert.gift_card_to_proto(result.gift_card) if result.gift_card else None,
+                wallet=convert_common.wallet_to_proto(result.wallet),
+                coupons=[convert_common.coupon_to_proto(coupon) for coupon in result.coupons],
+                gift_card=convert_common.gift_card_to_proto(result.gift_card) if result.gift_card else None,
             )
 
         return await self.runner.run(context, work)
@@ -47,13 +48,13 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
     async def Charge(self, request: engine_pb2.ChargeRequest, context: Context) -> engine_pb2.ChargeResponse:
         def work() -> engine_pb2.ChargeResponse:
             self._currency(request.currency)
-            result = charge_service.charge(self.engine, convert.charge_from_proto(request))
+            result = charge_service.charge(self.engine, convert_engine.charge_from_proto(request))
             return engine_pb2.ChargeResponse(
                 charge_id=result.charge_id,
-                status=convert.charge_status_to_proto(result.status),
-                breakdown=convert.breakdown_to_proto(result.breakdown),
+                status=convert_common.charge_status_to_proto(result.status),
+                breakdown=convert_common.breakdown_to_proto(result.breakdown),
                 replayed=result.replayed,
-                wallet=convert.wallet_to_proto(result.wallet),
+                wallet=convert_common.wallet_to_proto(result.wallet),
                 transaction_id=result.transaction_id,
             )
 
@@ -62,13 +63,13 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
     async def Refund(self, request: engine_pb2.RefundRequest, context: Context) -> engine_pb2.RefundResponse:
         def work() -> engine_pb2.RefundResponse:
             self._currency(request.currency)
-            result = refund_service.refund(self.engine, convert.refund_from_proto(request))
+            result = refund_service.refund(self.engine, convert_engine.refund_from_proto(request))
             return engine_pb2.RefundResponse(
                 refund_id=result.refund_id,
-                charge=convert.charge_to_proto(result.charge),
+                charge=convert_common.charge_to_proto(result.charge),
                 replayed=result.replayed,
-                wallet=convert.wallet_to_proto(result.wallet),
-                breakdown=convert.breakdown_to_proto(result.breakdown),
+                wallet=convert_common.wallet_to_proto(result.wallet),
+                breakdown=convert_common.breakdown_to_proto(result.breakdown),
             )
 
         return await self.runner.run(context, work)
@@ -77,18 +78,18 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
         self, request: engine_pb2.CaptureRequest, context: Context
     ) -> engine_pb2.CaptureResponse:
         def work() -> engine_pb2.CaptureResponse:
-            result = capture_service.capture(self.engine, convert.capture_from_proto(request))
+            result = capture_service.capture(self.engine, convert_engine.capture_from_proto(request))
             return engine_pb2.CaptureResponse(
-                charge=convert.charge_to_proto(result.charge), replayed=result.replayed
+                charge=convert_common.charge_to_proto(result.charge), replayed=result.replayed
             )
 
         return await self.runner.run(context, work)
 
     async def Void(self, request: engine_pb2.VoidRequest, context: Context) -> engine_pb2.VoidResponse:
         def work() -> engine_pb2.VoidResponse:
-            result = void_service.void(self.engine, convert.void_from_proto(request))
+            result = void_service.void(self.engine, convert_engine.void_from_proto(request))
             return engine_pb2.VoidResponse(
-                charge=convert.charge_to_proto(result.charge), replayed=result.replayed
+                charge=convert_common.charge_to_proto(result.charge), replayed=result.replayed
             )
 
         return await self.runner.run(context, work)
@@ -96,8 +97,8 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
     async def Redeem(self, request: engine_pb2.RedeemRequest, context: Context) -> engine_pb2.RedeemResponse:
         def work() -> engine_pb2.RedeemResponse:
             self._currency(request.currency)
-            result = redeem_service.redeem(self.engine, convert.redeem_from_proto(request))
-            return convert.redeem_to_proto(result)
+            result = redeem_service.redeem(self.engine, convert_engine.redeem_from_proto(request))
+            return convert_engine.redeem_to_proto(result)
 
         return await self.runner.run(context, work)
 
@@ -106,9 +107,9 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
     ) -> engine_pb2.QuoteChargeResponse:
         def work() -> engine_pb2.QuoteChargeResponse:
             self._currency(request.currency)
-            from engine.service.quote import quote_charge
-
-            return convert.quote_to_proto(quote_charge(self.engine, convert.charge_from_proto(request)))
+            return convert_engine.quote_to_proto(
+                quote_charge(self.engine, convert_engine.charge_from_proto(request))
+            )
 
         return await self.runner.run(context, work)
 
@@ -117,17 +118,20 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
     ) -> common_pb2.GiftCard:
         return await self.runner.run(
             context,
-            lambda: convert.gift_card_to_proto(gift_card_service.get_gift_card(self.engine, request.code)),
+            lambda: convert_common.gift_card_to_proto(
+                gift_card_service.get_gift_card(self.engine, request.code)
+            ),
         )
 
     async def GetWallet(self, request: engine_pb2.GetWalletRequest, context: Context) -> common_pb2.Wallet:
         return await self.runner.run(
-            context, lambda: convert.wallet_to_proto(queries.get_wallet(self.engine, request.user_id))
+            context, lambda: convert_common.wallet_to_proto(queries.get_wallet(self.engine, request.user_id))
         )
 
     async def GetCharge(self, request: engine_pb2.GetChargeRequest, context: Context) -> common_pb2.Charge:
         return await self.runner.run(
-            context, lambda: convert.charge_to_proto(queries.get_charge(self.engine, request.charge_id))
+            context,
+            lambda: convert_common.charge_to_proto(queries.get_charge(self.engine, request.charge_id)),
         )
 
     async def ListTransactions(
@@ -138,7 +142,7 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
                 self.engine, request.user_id, request.page_size, request.page_token
             )
             return engine_pb2.ListTransactionsResponse(
-                transactions=[convert.transaction_to_proto(view) for view in page.transactions],
+                transactions=[convert_common.transaction_to_proto(view) for view in page.transactions],
                 next_page_token=page.next_page_token,
             )
 
