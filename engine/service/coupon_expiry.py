@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from engine.domain import ids
 from engine.domain.coupons.states import EXPIRES_IN_PLACE, CouponEvent, is_past_validity
 from engine.domain.errors import CofferError
 from engine.domain.ledger import TransactionType
 from engine.jobs.base import BatchOutcome
 from engine.service.context import EngineContext
-from engine.storage.coupons import change_state, read_coupon
+from engine.service.movements import open_movement
+from engine.storage.coupons import change_state, expirable_coupon_ids, read_coupon
 from engine.storage.database import read_only
-from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
-from engine.storage.schema import user_coupons
 from engine.storage.unit_of_work import UnitOfWork, run_transaction
 
 logger = logging.getLogger("coffer.jobs")
@@ -39,14 +37,9 @@ def _expire_one(context: EngineContext, connection: Connection, coupon_id: str, 
     if row is None or row.state not in _EXPIRABLE or not is_past_validity(row.expires_at_us, now_us):
         return False
     change_state(connection, row, CouponEvent.EXPIRE, now_us, reference="expiry job")
-    append_transaction(
-        connection,
-        transaction_id=ids.new_id("tx", context.router.virtual_shard_of_user(row.user_id), now_us // 1000),
-        user_id=row.user_id,
-        transaction_type=TransactionType.EXPIRE,
-        entries=[],
-        now_us=now_us,
-        memo=f"coupon {coupon_id} expired ({row.state})",
+    # No value moves: an EXPIRE transaction without entries is the expiry's line in the history.
+    open_movement(context, connection, row.user_id, now_us).record(
+        TransactionType.EXPIRE, memo=f"coupon {coupon_id} expired ({row.state})"
     )
     return True
 
@@ -56,18 +49,7 @@ def expire_coupons_batch(
 ) -> BatchOutcome:
     """One batch on one shard: up to ``limit`` due coupons whose id sorts after ``after``."""
     with read_only(shard.engine) as connection:
-        keys = list(
-            connection.execute(
-                select(user_coupons.c.coupon_id)
-                .where(
-                    user_coupons.c.state.in_(_EXPIRABLE),
-                    user_coupons.c.expires_at_us <= now_us,
-                    user_coupons.c.coupon_id > after,
-                )
-                .order_by(user_coupons.c.coupon_id)
-                .limit(limit)
-            ).scalars()
-        )
+        keys = expirable_coupon_ids(connection, _EXPIRABLE, now_us, after, limit)
     changed = failed = 0
     for coupon_id in keys:
 

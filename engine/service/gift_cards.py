@@ -31,6 +31,7 @@ from engine.domain.ledger import (
 from engine.domain.money import Asset, balance_limit_error, require_positive_amount
 from engine.domain.results import Breakdown, GiftCardView, InstrumentAmount, IssueResult, RedeemResult
 from engine.domain.serialization import dumps
+from engine.domain.time_units import MAX_TTL_DAYS, MICROSECONDS_PER_DAY
 from engine.domain.validation import require_idempotency_key, require_reference
 from engine.service.channel_transactions import claim_channel_transaction
 from engine.service.context import EngineContext
@@ -41,7 +42,6 @@ from engine.service.gift_card_legs import (
     take_gift_card,
 )
 from engine.service.idempotent import execute_idempotent
-from engine.service.issue import MAX_TTL_DAYS, MICROSECONDS_PER_DAY, new_transaction_id
 from engine.service.legs import LegMove, LegScope
 from engine.storage.accounts import ensure_account, require_not_frozen
 from engine.storage.charges import insert_legs
@@ -76,7 +76,7 @@ def issue_gift_card(
 ) -> IssueResult:
     user_id = command.user_id
     virtual_shard = context.router.virtual_shard_of_user(user_id)
-    transaction_id = new_transaction_id(context, user_id, now_us)
+    transaction_id = ids.new_transaction_id(context.router.virtual_shard_of_user(user_id), now_us)
     if spec.payment_channel:
         replay = claim_channel_transaction(
             connection,
