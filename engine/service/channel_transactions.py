@@ -15,8 +15,14 @@ from sqlalchemy import Connection
 from engine.domain.errors import CofferError, Reason
 from engine.domain.results import IssueResult
 from engine.domain.serialization import loads
-from engine.storage.channel_transactions import insert_channel_transaction, read_channel_transaction
+from engine.storage.channel_transactions import (
+    ChannelTransaction,
+    insert_channel_transaction,
+    read_channel_transaction,
+)
 from engine.storage.idempotency import read_response
+
+__all__ = ["claim_channel_transaction", "replay_channel_transaction"]
 
 
 def claim_channel_transaction(
@@ -33,8 +39,7 @@ def claim_channel_transaction(
 ) -> IssueResult | None:
     """Claim the channel transaction for this request: ``None`` when claimed, else the original
     answer (replayed) — or CHANNEL_TXN_CONFLICT when it credited another kind or amount."""
-    claimed = insert_channel_transaction(
-        connection,
+    claim = ChannelTransaction(
         user_id=user_id,
         payment_channel=payment_channel,
         channel_txn_id=channel_txn_id,
@@ -42,8 +47,9 @@ def claim_channel_transaction(
         amount=amount,
         idempotency_key=idempotency_key,
         transaction_id=transaction_id,
-        now_us=now_us,
+        created_at_us=now_us,
     )
+    claimed = insert_channel_transaction(connection, claim)
     if claimed:
         return None
     return replay_channel_transaction(connection, user_id, payment_channel, channel_txn_id, kind, amount)

@@ -28,7 +28,7 @@ from engine.service.context import EngineContext
 from engine.service.coupon_claims import claim_coupon
 from engine.service.gift_cards import issue_gift_card, validate_gift_card_issue
 from engine.service.idempotent import execute_for_user
-from engine.service.movements import open_movement
+from engine.service.movements import Movement, open_movement
 
 __all__ = ["issue", "validate_issue"]
 
@@ -100,6 +100,20 @@ def _run(
     )
 
 
+def _credit(
+    movement: Movement,
+    command: IssueCommand,
+    transaction_type: TransactionType,
+    memo: str,
+    change: Callable[[Movement], object],
+) -> IssueResult:
+    """Credits arrive even before the user's first spend: the account row is created first."""
+    movement.ensure_account()
+    change(movement)
+    movement.record(transaction_type, idempotency_key=command.idempotency_key, memo=memo)
+    return movement.issued()
+
+
 def _top_up(
     context: EngineContext, connection: Connection, command: IssueCommand, spec: TopUpSpec, now_us: int
 ) -> IssueResult:
@@ -117,32 +131,35 @@ def _top_up(
     )
     if replay is not None:
         return replay
-    movement.ensure_account()
-    movement.credit(spec.asset, spec.amount, topup_clearing(spec.payment_channel))
-    movement.record(
+    return _credit(
+        movement,
+        command,
         TransactionType.TOP_UP,
-        idempotency_key=command.idempotency_key,
-        memo=f"{spec.payment_channel}:{spec.channel_txn_id}",
+        f"{spec.payment_channel}:{spec.channel_txn_id}",
+        lambda credited: credited.credit(spec.asset, spec.amount, topup_clearing(spec.payment_channel)),
     )
-    return movement.issued()
 
 
 def _grant_points(
     context: EngineContext, connection: Connection, command: IssueCommand, spec: PointsSpec, now_us: int
 ) -> IssueResult:
-    movement = open_movement(context, connection, command.user_id, now_us)
-    movement.ensure_account()
     # A points debt (earned points clawed back after they were spent) is paid from the grant first.
-    movement.grant_points(spec.points, expiry_after_days(now_us, spec.ttl_days))
-    movement.record(TransactionType.POINTS_GRANT, idempotency_key=command.idempotency_key, memo=spec.reason)
-    return movement.issued()
+    return _credit(
+        open_movement(context, connection, command.user_id, now_us),
+        command,
+        TransactionType.POINTS_GRANT,
+        spec.reason,
+        lambda credited: credited.grant_points(spec.points, expiry_after_days(now_us, spec.ttl_days)),
+    )
 
 
 def _grant_coins(
     context: EngineContext, connection: Connection, command: IssueCommand, spec: CoinsSpec, now_us: int
 ) -> IssueResult:
-    movement = open_movement(context, connection, command.user_id, now_us)
-    movement.ensure_account()
-    movement.credit(Asset.COINS, spec.coins, COINS_ISSUED)
-    movement.record(TransactionType.COINS_GRANT, idempotency_key=command.idempotency_key, memo=spec.reason)
-    return movement.issued()
+    return _credit(
+        open_movement(context, connection, command.user_id, now_us),
+        command,
+        TransactionType.COINS_GRANT,
+        spec.reason,
+        lambda credited: credited.credit(Asset.COINS, spec.coins, COINS_ISSUED),
+    )
