@@ -36,7 +36,8 @@ from engine.domain.ledger import COUPON_EXPENSE, merchant_payable, system_entry
 from engine.domain.money import Asset
 from engine.domain.results import InstrumentAmount
 from engine.legs.protocol import LegMove, LegScope
-from engine.storage.coupons import change_state, coupon_not_found, lock_coupons, read_templates, state_now
+from engine.storage.coupon_templates import read_templates
+from engine.storage.coupons import change_state, coupon_not_found, lock_coupons, state_now
 
 __all__ = [
     "CouponHandler",

@@ -6,26 +6,20 @@ callback for money already paid must never be lost because risk control froze th
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
-from engine.domain import ids
 from engine.domain.commands import AdjustCommand, FreezeAccountCommand
 from engine.domain.errors import invalid_argument
-from engine.domain.ledger import Posting, TransactionType, adjustment, system_entry, user_entry
+from engine.domain.ledger import TransactionType, adjustment
 from engine.domain.money import Asset, require_within_limit
-from engine.domain.points_fifo import draw_points
 from engine.domain.results import AccountStateResult, AdjustResult, EntryView, TransactionView
 from engine.domain.validation import require_idempotency_key, require_reference, require_text, require_user_id
 from engine.service.context import EngineContext
 from engine.service.idempotent import execute_for_user
-from engine.service.points_grants import grant_lot
-from engine.storage import balances
-from engine.storage.accounts import ensure_account, set_frozen
-from engine.storage.balances import insufficient_funds
-from engine.storage.ledger import append_transaction
-from engine.storage.lots import apply_draws, read_spendable_lots
-from engine.storage.schema import accounts
-from engine.storage.wallets import read_wallet
+from engine.service.movements import open_movement
+from engine.storage.accounts import ensure_account, read_frozen_reason, set_frozen
+
+__all__ = ["adjust", "set_account_frozen"]
 
 
 def set_account_frozen(context: EngineContext, command: FreezeAccountCommand) -> AccountStateResult:
@@ -39,9 +33,7 @@ def set_account_frozen(context: EngineContext, command: FreezeAccountCommand) ->
             connection, command.user_id, context.router.virtual_shard_of_user(command.user_id), now_us
         )
         set_frozen(connection, command.user_id, command.frozen, command.reason)
-        reason = connection.execute(
-            select(accounts.c.frozen_reason).where(accounts.c.user_id == command.user_id)
-        ).scalar_one()
+        reason = read_frozen_reason(connection, command.user_id)
         return AccountStateResult(user_id=command.user_id, frozen=command.frozen, reason=reason)
 
     return execute_for_user(
@@ -68,48 +60,19 @@ def adjust(context: EngineContext, command: AdjustCommand) -> AdjustResult:
 
     def effect(connection: Connection, now_us: int) -> AdjustResult:
         user_id, asset, amount = command.user_id, command.asset, abs(command.amount)
-        virtual_shard = context.router.virtual_shard_of_user(user_id)
-        transaction_id = ids.new_id("tx", virtual_shard, now_us // 1000)
-        ensure_account(connection, user_id, virtual_shard, now_us)
-        posting = Posting()
+        movement = open_movement(context, connection, user_id, now_us)
+        movement.ensure_account()
         if command.amount > 0 and asset is Asset.POINTS:
             # Points arrive as a never-expiring lot, after paying any points debt first.
-            grant_lot(
-                connection,
-                user_id=user_id,
-                lot_id=ids.new_id("lot", virtual_shard, now_us // 1000),
-                points=amount,
-                expires_at_us=None,
-                now_us=now_us,
-                transaction_id=transaction_id,
-                posting=posting,
-                source_account=adjustment(asset),
-            )
+            movement.grant_points(amount, None, source_account=adjustment(asset))
         elif command.amount > 0:
-            balances.credit_available(connection, user_id, asset, amount)
-            posting.move(system_entry(adjustment(asset), asset, amount), user_entry(user_id, asset, amount))
+            movement.credit(asset, amount, adjustment(asset))
         else:
-            balances.debit_available(connection, user_id, asset, amount)
-            if asset is Asset.POINTS:
-                draws = draw_points(read_spendable_lots(connection, user_id, now_us), amount, now_us)
-                if draws is None:
-                    raise insufficient_funds(asset, amount)
-                apply_draws(connection, transaction_id, draws, hold=False)
-            posting.move(user_entry(user_id, asset, amount), system_entry(adjustment(asset), asset, amount))
-        entries = posting.entries()
+            movement.debit(asset, amount, adjustment(asset))
         memo = f"{command.reason} (by {command.operator_id})"
-        append_transaction(
-            connection,
-            transaction_id=transaction_id,
-            user_id=user_id,
-            transaction_type=TransactionType.ADJUST,
-            entries=entries,
-            now_us=now_us,
-            idempotency_key=command.idempotency_key,
-            memo=memo,
-        )
+        entries = movement.record(TransactionType.ADJUST, idempotency_key=command.idempotency_key, memo=memo)
         view = TransactionView(
-            transaction_id=transaction_id,
+            transaction_id=movement.transaction_id,
             type=TransactionType.ADJUST.value,
             user_id=user_id,
             created_at_us=now_us,
@@ -127,7 +90,7 @@ def adjust(context: EngineContext, command: AdjustCommand) -> AdjustResult:
                 for entry in entries
             ),
         )
-        return AdjustResult(transaction=view, wallet=read_wallet(connection, user_id, now_us))
+        return AdjustResult(transaction=view, wallet=movement.wallet())
 
     return execute_for_user(
         context,

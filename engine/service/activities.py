@@ -21,7 +21,6 @@ from sqlalchemy import Connection
 from engine.domain import ids
 from engine.domain.commands import ActivitySpec, IssueCommand
 from engine.domain.coupons.definitions import (
-    MICROSECONDS_PER_DAY,
     Activity,
     CreateActivityCommand,
     activity_refusal,
@@ -29,26 +28,22 @@ from engine.domain.coupons.definitions import (
 )
 from engine.domain.coupons.messages import ActivityCreated
 from engine.domain.errors import CofferError, Reason
-from engine.domain.ledger import Posting, TransactionType
+from engine.domain.ledger import TransactionType
 from engine.domain.results import CouponView, IssueResult
+from engine.domain.time_units import expiry_after_days
 from engine.domain.validation import require_idempotency_key, require_reference, require_user_id
 from engine.service.context import EngineContext
 from engine.service.coupon_claims import issue_coupon
 from engine.service.coupon_templates import on_every_shard
 from engine.service.idempotent import execute_for_user
-from engine.service.points_grants import grant_lot
-from engine.storage.accounts import ensure_account, require_not_frozen
-from engine.storage.coupons import (
-    SOURCE_ACTIVITY,
-    claim_activity_grant,
-    insert_activity,
-    read_activity,
-    read_template,
-    template_not_found,
-)
-from engine.storage.ledger import append_transaction
+from engine.service.movements import open_movement
+from engine.storage.accounts import require_not_frozen
+from engine.storage.activities import claim_activity_grant, insert_activity, read_activity
+from engine.storage.coupon_templates import read_template, template_not_found
+from engine.storage.coupons import SOURCE_ACTIVITY
 from engine.storage.router import Shard
-from engine.storage.wallets import read_wallet
+
+__all__ = ["create_activity", "grant_activity"]
 
 
 def create_activity(context: EngineContext, command: CreateActivityCommand) -> ActivityCreated:
@@ -130,16 +125,14 @@ def _grant(
             metadata={"activity_id": activity.activity_id, "rule": rule},
         )
     require_not_frozen(connection, user_id)
-    virtual_shard = context.router.virtual_shard_of_user(user_id)
-    ensure_account(connection, user_id, virtual_shard, now_us)
-    transaction_id = ids.new_id("tx", virtual_shard, now_us // 1000)
-    if not claim_activity_grant(connection, user_id, activity.activity_id, transaction_id, now_us):
+    movement = open_movement(context, connection, user_id, now_us)
+    movement.ensure_account()
+    if not claim_activity_grant(connection, user_id, activity.activity_id, movement.transaction_id, now_us):
         raise CofferError(
             Reason.ACTIVITY_ALREADY_GRANTED,
             f"user {user_id} already received activity {activity.activity_id}",
             metadata={"activity_id": activity.activity_id},
         )
-    posting = Posting()
     coupons: list[CouponView] = []
     points = 0
     # Templates in id order, so two bundles never take stock rows in opposite orders.
@@ -163,35 +156,17 @@ def _grant(
                         user_id=user_id,
                         source=SOURCE_ACTIVITY,
                         activity_id=activity.activity_id,
-                        transaction_id=transaction_id,
+                        transaction_id=movement.transaction_id,
                         now_us=now_us,
                     )
                 )
         if reward.points:
-            ttl = reward.points_ttl_days
-            grant_lot(
-                connection,
-                user_id=user_id,
-                lot_id=ids.new_id("lot", virtual_shard, now_us // 1000),
-                points=reward.points,
-                expires_at_us=None if ttl == 0 else now_us + ttl * MICROSECONDS_PER_DAY,
-                now_us=now_us,
-                transaction_id=transaction_id,
-                posting=posting,
-            )
+            # points_ttl_days is validated within 0..MAX_POINTS_TTL_DAYS: 0 is "never expires".
+            movement.grant_points(reward.points, expiry_after_days(now_us, reward.points_ttl_days))
             points += reward.points
-    append_transaction(
-        connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.POINTS_GRANT if points else TransactionType.COUPON_CLAIM,
-        entries=posting.entries(),
-        now_us=now_us,
+    movement.record(
+        TransactionType.POINTS_GRANT if points else TransactionType.COUPON_CLAIM,
         idempotency_key=command.idempotency_key,
         memo=f"activity {activity.activity_id}",
     )
-    return IssueResult(
-        transaction_id=transaction_id,
-        wallet=read_wallet(connection, user_id, now_us),
-        coupons=tuple(coupons),
-    )
+    return movement.issued(coupons)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from engine.domain.errors import invalid_argument
 from engine.domain.results import AuditReport, ShardAuditReport
 from engine.service.context import EngineContext
-from engine.storage.audit import CHECKS, count_checked
-from engine.storage.database import read_only
+from engine.storage.audit import check_shard
+
+__all__ = ["audit"]
 
 
 def audit(context: EngineContext, shard_index: int | None = None) -> AuditReport:
@@ -17,13 +18,7 @@ def audit(context: EngineContext, shard_index: int | None = None) -> AuditReport
         shards = (shards[shard_index],)
     reports = []
     for shard in shards:
-        # One snapshot per shard: REPEATABLE READ on PostgreSQL, SQLite's transaction otherwise.
-        with read_only(shard.engine) as connection:
-            if connection.dialect.name == "postgresql":
-                connection = connection.execution_options(isolation_level="REPEATABLE READ")
-            with connection.begin():
-                violations = [violation for check in CHECKS for violation in check(connection)]
-                transactions, accounts = count_checked(connection)
+        violations, transactions, accounts = check_shard(shard.engine)
         reports.append(
             ShardAuditReport(
                 shard=shard.index,

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from engine.domain.errors import CofferError, Reason
 from engine.domain.results import IssueResult
 from engine.domain.serialization import loads
-from engine.storage.dialect import insert_or_ignore
-from engine.storage.schema import channel_transactions, idempotency_keys
+from engine.storage.channel_transactions import (
+    ChannelTransaction,
+    insert_channel_transaction,
+    read_channel_transaction,
+)
+from engine.storage.idempotency import read_response
+
+__all__ = ["claim_channel_transaction", "replay_channel_transaction"]
 
 
 def claim_channel_transaction(
@@ -33,20 +39,17 @@ def claim_channel_transaction(
 ) -> IssueResult | None:
     """Claim the channel transaction for this request: ``None`` when claimed, else the original
     answer (replayed) — or CHANNEL_TXN_CONFLICT when it credited another kind or amount."""
-    claimed = insert_or_ignore(
-        connection,
-        channel_transactions,
-        {
-            "user_id": user_id,
-            "payment_channel": payment_channel,
-            "channel_txn_id": channel_txn_id,
-            "kind": kind,
-            "amount": amount,
-            "idempotency_key": idempotency_key,
-            "transaction_id": transaction_id,
-            "created_at_us": now_us,
-        },
+    claim = ChannelTransaction(
+        user_id=user_id,
+        payment_channel=payment_channel,
+        channel_txn_id=channel_txn_id,
+        kind=kind,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        transaction_id=transaction_id,
+        created_at_us=now_us,
     )
+    claimed = insert_channel_transaction(connection, claim)
     if claimed:
         return None
     return replay_channel_transaction(connection, user_id, payment_channel, channel_txn_id, kind, amount)
@@ -56,13 +59,7 @@ def replay_channel_transaction(
     connection: Connection, user_id: int, payment_channel: str, channel_txn_id: str, kind: str, amount: int
 ) -> IssueResult:
     """A payment callback retried under a new key: the original answer, or a conflict."""
-    original = connection.execute(
-        select(channel_transactions).where(
-            channel_transactions.c.user_id == user_id,
-            channel_transactions.c.payment_channel == payment_channel,
-            channel_transactions.c.channel_txn_id == channel_txn_id,
-        )
-    ).one()
+    original = read_channel_transaction(connection, user_id, payment_channel, channel_txn_id)
     if original.amount != amount or original.kind != kind:
         raise CofferError(
             Reason.CHANNEL_TXN_CONFLICT,
@@ -73,10 +70,5 @@ def replay_channel_transaction(
                 "transaction_id": original.transaction_id,
             },
         )
-    response = connection.execute(
-        select(idempotency_keys.c.response).where(
-            idempotency_keys.c.user_id == user_id,
-            idempotency_keys.c.idempotency_key == original.idempotency_key,
-        )
-    ).scalar_one()
+    response = read_response(connection, user_id=user_id, key=original.idempotency_key)
     return dataclasses.replace(loads(IssueResult, response), replayed=True)

@@ -21,18 +21,13 @@ from engine.domain.results import CouponView, IssueResult
 from engine.domain.validation import require_idempotency_key, require_reference, require_user_id
 from engine.service.context import EngineContext
 from engine.service.idempotent import execute_for_user
-from engine.storage.accounts import ensure_account, require_not_frozen
-from engine.storage.coupons import (
-    SOURCE_CLAIM,
-    count_claim,
-    coupon_view,
-    insert_coupon,
-    read_template,
-    take_stock,
-    template_not_found,
-)
-from engine.storage.ledger import append_transaction
-from engine.storage.wallets import read_wallet
+from engine.service.movements import open_movement
+from engine.storage.accounts import require_not_frozen
+from engine.storage.coupon_stock import count_claim, take_stock
+from engine.storage.coupon_templates import read_template, template_not_found
+from engine.storage.coupons import SOURCE_CLAIM, coupon_view, insert_coupon
+
+__all__ = ["claim_coupon", "issue_coupon", "stock_exhausted"]
 
 
 def stock_exhausted(template_id: str) -> CofferError:
@@ -104,15 +99,14 @@ def _claim(
     if refusal is not None:
         raise refusal
     require_not_frozen(connection, user_id)
-    virtual_shard = context.router.virtual_shard_of_user(user_id)
-    ensure_account(connection, user_id, virtual_shard, now_us)
+    movement = open_movement(context, connection, user_id, now_us)
+    movement.ensure_account()
     if not count_claim(connection, user_id, template.template_id, template.per_user_limit):
         raise CofferError(
             Reason.CLAIM_LIMIT_REACHED,
             f"user {user_id} already holds {template.per_user_limit} claim(s) of {template.template_id}",
             metadata={"template_id": template.template_id, "limit": str(template.per_user_limit)},
         )
-    transaction_id = ids.new_id("tx", virtual_shard, now_us // 1000)
     coupon = issue_coupon(
         context,
         connection,
@@ -120,21 +114,13 @@ def _claim(
         user_id=user_id,
         source=SOURCE_CLAIM,
         activity_id="",
-        transaction_id=transaction_id,
+        transaction_id=movement.transaction_id,
         now_us=now_us,
     )
-    append_transaction(
-        connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.COUPON_CLAIM,
-        entries=[],
-        now_us=now_us,
+    # No value moves: the transaction (without entries) is the claim's line in the history.
+    movement.record(
+        TransactionType.COUPON_CLAIM,
         idempotency_key=command.idempotency_key,
         memo=f"coupon {coupon.coupon_id} of template {template.template_id}",
     )
-    return IssueResult(
-        transaction_id=transaction_id,
-        wallet=read_wallet(connection, user_id, now_us),
-        coupons=(coupon,),
-    )
+    return movement.issued((coupon,))

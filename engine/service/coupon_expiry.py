@@ -12,17 +12,14 @@ from __future__ import annotations
 
 from sqlalchemy import Connection
 
-from engine.domain import ids
 from engine.domain.coupons.states import EXPIRES_IN_PLACE, CouponEvent, is_past_validity
 from engine.domain.ledger import TransactionType
 from engine.jobs.base import BatchOutcome
 from engine.jobs.batch_scan import run_batch
 from engine.service.context import EngineContext
-from engine.storage.coupons import change_state, read_coupon
-from engine.storage.ledger import append_transaction
+from engine.service.movements import open_movement
+from engine.storage.coupons import change_state, expirable_coupon_ids, read_coupon
 from engine.storage.router import Shard
-from engine.storage.scans import due_keys
-from engine.storage.schema import user_coupons
 
 _EXPIRABLE = tuple(state.value for state in EXPIRES_IN_PLACE)
 #: Batches one :func:`expire_coupons` call runs per shard at most.
@@ -34,14 +31,9 @@ def _expire_one(context: EngineContext, connection: Connection, coupon_id: str, 
     if row is None or row.state not in _EXPIRABLE or not is_past_validity(row.expires_at_us, now_us):
         return False
     change_state(connection, row, CouponEvent.EXPIRE, now_us, reference="expiry job")
-    append_transaction(
-        connection,
-        transaction_id=ids.new_transaction_id(context.router.virtual_shard_of_user(row.user_id), now_us),
-        user_id=row.user_id,
-        transaction_type=TransactionType.EXPIRE,
-        entries=[],
-        now_us=now_us,
-        memo=f"coupon {coupon_id} expired ({row.state})",
+    # No value moves: an EXPIRE transaction without entries is the expiry's line in the history.
+    open_movement(context, connection, row.user_id, now_us).record(
+        TransactionType.EXPIRE, memo=f"coupon {coupon_id} expired ({row.state})"
     )
     return True
 
@@ -52,8 +44,7 @@ def expire_coupons_batch(
     """One batch on one shard: up to ``limit`` due coupons whose id sorts after ``after``."""
 
     def scan(connection: Connection) -> list[str]:
-        conditions = [user_coupons.c.state.in_(_EXPIRABLE), user_coupons.c.expires_at_us <= now_us]
-        return due_keys(connection, user_coupons.c.coupon_id, conditions, after, limit)
+        return expirable_coupon_ids(connection, _EXPIRABLE, now_us, after, limit)
 
     return run_batch(
         context,

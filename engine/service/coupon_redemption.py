@@ -40,7 +40,8 @@ from engine.service.idempotent import execute_idempotent
 from engine.service.till import record_till_redemption
 from engine.storage.accounts import require_not_frozen
 from engine.storage.charges import NewCharge
-from engine.storage.coupons import coupon_view, read_coupon_by_code, read_template
+from engine.storage.coupon_templates import read_template
+from engine.storage.coupons import coupon_view, read_coupon_by_code
 
 __all__ = ["redeem_coupon_code"]
 

@@ -26,7 +26,8 @@ from engine.domain.coupons.definitions import (
 from engine.domain.coupons.messages import TemplateCreated
 from engine.service.context import EngineContext
 from engine.service.idempotent import Replayable, execute_idempotent
-from engine.storage.coupons import insert_allotments, insert_template, split_stock
+from engine.storage.coupon_stock import insert_allotments, split_stock
+from engine.storage.coupon_templates import insert_template
 from engine.storage.router import Shard
 
 #: Admin requests are not any user's: their keys live under this owner on every shard.

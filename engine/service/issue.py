@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 from sqlalchemy import Connection
 
-from engine.domain import ids
 from engine.domain.commands import (
     ActivitySpec,
     CoinsSpec,
@@ -18,29 +17,20 @@ from engine.domain.commands import (
     TopUpSpec,
 )
 from engine.domain.errors import InvariantViolation, invalid_argument
-from engine.domain.ledger import (
-    COINS_ISSUED,
-    Posting,
-    TransactionType,
-    system_entry,
-    topup_clearing,
-    user_entry,
-)
+from engine.domain.ledger import COINS_ISSUED, TransactionType, topup_clearing
 from engine.domain.money import Asset, require_positive_amount
 from engine.domain.results import IssueResult
+from engine.domain.time_units import MAX_TTL_DAYS, expiry_after_days
 from engine.domain.validation import require_idempotency_key, require_reference, require_text, require_user_id
+from engine.service.activities import grant_activity
 from engine.service.channel_transactions import claim_channel_transaction
 from engine.service.context import EngineContext
+from engine.service.coupon_claims import claim_coupon
+from engine.service.gift_cards import issue_gift_card, validate_gift_card_issue
 from engine.service.idempotent import execute_for_user
-from engine.service.points_grants import grant_lot
-from engine.storage.accounts import ensure_account
-from engine.storage.balances import credit_available
-from engine.storage.ledger import append_transaction
-from engine.storage.wallets import read_wallet
+from engine.service.movements import Movement, open_movement
 
-MICROSECONDS_PER_DAY = 86_400 * 1_000_000
-#: Longest points lifetime a grant may ask for (100 years); 0 means never expires.
-MAX_TTL_DAYS = 36_500
+__all__ = ["issue", "validate_issue"]
 
 
 def validate_issue(command: IssueCommand) -> None:
@@ -83,8 +73,6 @@ def issue(context: EngineContext, command: IssueCommand) -> IssueResult:
             lambda connection, now_us: _grant_coins(context, connection, command, spec, now_us),
         )
     if isinstance(spec, GiftCardSpec):
-        from engine.service.gift_cards import issue_gift_card, validate_gift_card_issue
-
         validate_gift_card_issue(spec)
         return _run(
             context,
@@ -92,12 +80,8 @@ def issue(context: EngineContext, command: IssueCommand) -> IssueResult:
             lambda connection, now_us: issue_gift_card(context, connection, command, spec, now_us),
         )
     if isinstance(spec, CouponClaimSpec):
-        from engine.service.coupon_claims import claim_coupon
-
         return claim_coupon(context, command)
     if isinstance(spec, ActivitySpec):
-        from engine.service.activities import grant_activity
-
         return grant_activity(context, command)
     raise InvariantViolation(f"an Issue kind without a use case: {type(spec).__name__}")
 
@@ -116,101 +100,66 @@ def _run(
     )
 
 
-def new_transaction_id(context: EngineContext, user_id: int, now_us: int) -> str:
-    return ids.new_id("tx", context.router.virtual_shard_of_user(user_id), now_us // 1000)
+def _credit(
+    movement: Movement,
+    command: IssueCommand,
+    transaction_type: TransactionType,
+    memo: str,
+    change: Callable[[Movement], object],
+) -> IssueResult:
+    """Credits arrive even before the user's first spend: the account row is created first."""
+    movement.ensure_account()
+    change(movement)
+    movement.record(transaction_type, idempotency_key=command.idempotency_key, memo=memo)
+    return movement.issued()
 
 
 def _top_up(
     context: EngineContext, connection: Connection, command: IssueCommand, spec: TopUpSpec, now_us: int
 ) -> IssueResult:
-    user_id = command.user_id
-    transaction_id = new_transaction_id(context, user_id, now_us)
+    movement = open_movement(context, connection, command.user_id, now_us)
     replay = claim_channel_transaction(
         connection,
-        user_id=user_id,
+        user_id=command.user_id,
         payment_channel=spec.payment_channel,
         channel_txn_id=spec.channel_txn_id,
         kind=f"TOP_UP:{spec.asset.value}",
         amount=spec.amount,
         idempotency_key=command.idempotency_key,
-        transaction_id=transaction_id,
+        transaction_id=movement.transaction_id,
         now_us=now_us,
     )
     if replay is not None:
         return replay
-    ensure_account(connection, user_id, context.router.virtual_shard_of_user(user_id), now_us)
-    credit_available(connection, user_id, spec.asset, spec.amount)
-    posting = Posting()
-    posting.move(
-        system_entry(topup_clearing(spec.payment_channel), spec.asset, spec.amount),
-        user_entry(user_id, spec.asset, spec.amount),
+    return _credit(
+        movement,
+        command,
+        TransactionType.TOP_UP,
+        f"{spec.payment_channel}:{spec.channel_txn_id}",
+        lambda credited: credited.credit(spec.asset, spec.amount, topup_clearing(spec.payment_channel)),
     )
-    append_transaction(
-        connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.TOP_UP,
-        entries=posting.entries(),
-        now_us=now_us,
-        idempotency_key=command.idempotency_key,
-        memo=f"{spec.payment_channel}:{spec.channel_txn_id}",
-    )
-    return IssueResult(transaction_id=transaction_id, wallet=read_wallet(connection, user_id, now_us))
 
 
 def _grant_points(
     context: EngineContext, connection: Connection, command: IssueCommand, spec: PointsSpec, now_us: int
 ) -> IssueResult:
-    user_id = command.user_id
-    transaction_id = new_transaction_id(context, user_id, now_us)
-    ensure_account(connection, user_id, context.router.virtual_shard_of_user(user_id), now_us)
-    lot_id = ids.new_id("lot", context.router.virtual_shard_of_user(user_id), now_us // 1000)
-    expires_at_us = None if spec.ttl_days == 0 else now_us + spec.ttl_days * MICROSECONDS_PER_DAY
-    posting = Posting()
     # A points debt (earned points clawed back after they were spent) is paid from the grant first.
-    grant_lot(
-        connection,
-        user_id=user_id,
-        lot_id=lot_id,
-        points=spec.points,
-        expires_at_us=expires_at_us,
-        now_us=now_us,
-        transaction_id=transaction_id,
-        posting=posting,
+    return _credit(
+        open_movement(context, connection, command.user_id, now_us),
+        command,
+        TransactionType.POINTS_GRANT,
+        spec.reason,
+        lambda credited: credited.grant_points(spec.points, expiry_after_days(now_us, spec.ttl_days)),
     )
-    append_transaction(
-        connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.POINTS_GRANT,
-        entries=posting.entries(),
-        now_us=now_us,
-        idempotency_key=command.idempotency_key,
-        memo=spec.reason,
-    )
-    return IssueResult(transaction_id=transaction_id, wallet=read_wallet(connection, user_id, now_us))
 
 
 def _grant_coins(
     context: EngineContext, connection: Connection, command: IssueCommand, spec: CoinsSpec, now_us: int
 ) -> IssueResult:
-    user_id = command.user_id
-    transaction_id = new_transaction_id(context, user_id, now_us)
-    ensure_account(connection, user_id, context.router.virtual_shard_of_user(user_id), now_us)
-    credit_available(connection, user_id, Asset.COINS, spec.coins)
-    posting = Posting()
-    posting.move(
-        system_entry(COINS_ISSUED, Asset.COINS, spec.coins),
-        user_entry(user_id, Asset.COINS, spec.coins),
+    return _credit(
+        open_movement(context, connection, command.user_id, now_us),
+        command,
+        TransactionType.COINS_GRANT,
+        spec.reason,
+        lambda credited: credited.credit(Asset.COINS, spec.coins, COINS_ISSUED),
     )
-    append_transaction(
-        connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.COINS_GRANT,
-        entries=posting.entries(),
-        now_us=now_us,
-        idempotency_key=command.idempotency_key,
-        memo=spec.reason,
-    )
-    return IssueResult(transaction_id=transaction_id, wallet=read_wallet(connection, user_id, now_us))

@@ -16,32 +16,27 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection
 
-from engine.domain import ids
 from engine.domain.commands import PointsExchangeSpec, RedeemCommand
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import (
     POINTS_FUNDING,
     POINTS_REDEEMED,
-    Posting,
     TransactionType,
     system_entry,
     user_entry,
 )
 from engine.domain.money import Asset, require_positive_amount
-from engine.domain.points_fifo import draw_points
 from engine.domain.results import RedeemResult
+from engine.domain.time_units import MICROSECONDS_PER_SECOND
 from engine.domain.validation import require_idempotency_key, require_reference, require_user_id
 from engine.service.context import EngineContext
 from engine.service.idempotent import execute_idempotent
+from engine.service.movements import open_movement
 from engine.storage.accounts import require_not_frozen
-from engine.storage.balances import credit_available, debit_available, insufficient_funds
-from engine.storage.dialect import insert_or_ignore
-from engine.storage.ledger import append_transaction
-from engine.storage.lots import apply_draws, read_spendable_lots
-from engine.storage.schema import points_exchange_days
-from engine.storage.wallets import read_wallet
+from engine.storage.balances import credit_available
+from engine.storage.exchange_days import raise_daily_total
 
-MICROSECONDS_PER_SECOND = 1_000_000
+__all__ = ["business_day", "exchange_points", "validate_exchange"]
 
 
 def business_day(now_us: int, timezone: str) -> str:
@@ -74,17 +69,7 @@ def exchange_points(context: EngineContext, command: RedeemCommand, spec: Points
 
 
 def _raise_daily_total(connection: Connection, user_id: int, day: str, points: int, cap: int) -> None:
-    insert_or_ignore(connection, points_exchange_days, {"user_id": user_id, "day": day, "points": 0})
-    updated = connection.execute(
-        points_exchange_days.update()
-        .where(
-            points_exchange_days.c.user_id == user_id,
-            points_exchange_days.c.day == day,
-            points_exchange_days.c.points <= cap - points,
-        )
-        .values(points=points_exchange_days.c.points + points)
-    )
-    if updated.rowcount != 1:
+    if not raise_daily_total(connection, user_id, day, points, cap):
         raise CofferError(
             Reason.EXCHANGE_LIMIT_REACHED,
             f"exchanging {points} points would pass the daily cap of {cap} on {day}",
@@ -115,32 +100,20 @@ def _exchange(
         settings.exchange_daily_cap_points,
     )
     cash = spec.points // settings.exchange_points_per_fen
-    transaction_id = ids.new_id("tx", context.router.virtual_shard_of_user(user_id), now_us // 1000)
+    movement = open_movement(context, connection, user_id, now_us)
     # Lock order: CASH, POINTS, then the points lots.
     credit_available(connection, user_id, Asset.CASH, cash)
-    debit_available(connection, user_id, Asset.POINTS, spec.points)
-    # The balance may still count a lot that expired before the job ran; only live lots pay.
-    draws = draw_points(read_spendable_lots(connection, user_id, now_us), spec.points, now_us)
-    if draws is None:
-        raise insufficient_funds(Asset.POINTS, spec.points)
-    apply_draws(connection, transaction_id, draws, hold=False)
-    posting = Posting()
-    for draw in draws:
-        posting.move(
+    for draw in movement.take_available(Asset.POINTS, spec.points):
+        movement.posting.move(
             user_entry(user_id, Asset.POINTS, draw.points, instrument=draw.lot_id),
             system_entry(POINTS_REDEEMED, Asset.POINTS, draw.points, instrument=draw.lot_id),
         )
-    posting.move(system_entry(POINTS_FUNDING, Asset.CASH, cash), user_entry(user_id, Asset.CASH, cash))
-    append_transaction(
-        connection,
-        transaction_id=transaction_id,
-        user_id=user_id,
-        transaction_type=TransactionType.EXCHANGE,
-        entries=posting.entries(),
-        now_us=now_us,
+    movement.posting.move(
+        system_entry(POINTS_FUNDING, Asset.CASH, cash), user_entry(user_id, Asset.CASH, cash)
+    )
+    movement.record(
+        TransactionType.EXCHANGE,
         idempotency_key=command.idempotency_key,
         memo=f"{spec.points} points for {cash} fen",
     )
-    return RedeemResult(
-        transaction_id=transaction_id, amount=cash, wallet=read_wallet(connection, user_id, now_us)
-    )
+    return RedeemResult(transaction_id=movement.transaction_id, amount=cash, wallet=movement.wallet())

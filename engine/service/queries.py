@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 
-from sqlalchemy import and_, or_, select
-
 from engine.domain.errors import invalid_argument
 from engine.domain.results import ChargeView, EntryView, TransactionPage, TransactionView, WalletView
 from engine.domain.validation import require_user_id
@@ -13,7 +11,7 @@ from engine.service.context import EngineContext
 from engine.service.refund import charge_not_found, shard_of_charge
 from engine.storage.charges import charge_view, read_charge_row
 from engine.storage.database import read_only
-from engine.storage.schema import ledger_entries, ledger_transactions
+from engine.storage.ledger_history import read_entries, read_transactions
 from engine.storage.wallets import read_wallet
 
 DEFAULT_PAGE_SIZE = 50
@@ -59,35 +57,15 @@ def list_transactions(
     if page_size > MAX_PAGE_SIZE:
         raise invalid_argument("page_size", f"must be at most {MAX_PAGE_SIZE}")
     size = page_size or DEFAULT_PAGE_SIZE
-    query = select(ledger_transactions).where(ledger_transactions.c.user_id == user_id)
-    if page_token:
-        created, transaction_id = _decode_token(page_token)
-        query = query.where(
-            or_(
-                ledger_transactions.c.created_at_us < created,
-                and_(
-                    ledger_transactions.c.created_at_us == created,
-                    ledger_transactions.c.transaction_id < transaction_id,
-                ),
-            )
-        )
-    query = query.order_by(
-        ledger_transactions.c.created_at_us.desc(), ledger_transactions.c.transaction_id.desc()
-    ).limit(size + 1)
+    before = _decode_token(page_token) if page_token else None
     with read_only(context.router.for_user(user_id).engine) as connection:
-        rows = connection.execute(query).all()
+        rows = read_transactions(connection, user_id, size + 1, before)
         page = rows[:size]
         entries_by_transaction: dict[str, list[EntryView]] = {row.transaction_id: [] for row in page}
-        if page:
-            entry_rows = connection.execute(
-                select(ledger_entries)
-                .where(ledger_entries.c.transaction_id.in_(list(entries_by_transaction)))
-                .order_by(ledger_entries.c.entry_id)
-            ).all()
-            for entry in entry_rows:
-                entries_by_transaction[entry.transaction_id].append(
-                    EntryView(entry.account, entry.asset, entry.amount, entry.instrument, entry.bucket)
-                )
+        for entry in read_entries(connection, list(entries_by_transaction)):
+            entries_by_transaction[entry.transaction_id].append(
+                EntryView(entry.account, entry.asset, entry.amount, entry.instrument, entry.bucket)
+            )
     transactions = tuple(
         TransactionView(
             transaction_id=row.transaction_id,

@@ -38,7 +38,8 @@ from engine.service.context import EngineContext
 from engine.storage.accounts import require_not_frozen
 from engine.storage.balances import insufficient_funds, read_balances
 from engine.storage.charges import live_charge_for_order
-from engine.storage.coupons import read_coupon, read_live_coupons, read_templates, state_now
+from engine.storage.coupon_templates import read_templates
+from engine.storage.coupons import read_coupon, read_live_coupons, state_now
 from engine.storage.database import read_only
 from engine.storage.lots import read_spendable_lots
 from engine.storage.unit_of_work import run_transaction

@@ -46,3 +46,11 @@ def set_frozen(connection: Connection, user_id: int, frozen: bool, reason: str) 
         .where(accounts.c.user_id == user_id)
         .values(frozen=frozen, frozen_reason=reason if frozen else "")
     )
+
+
+def read_frozen_reason(connection: Connection, user_id: int) -> str:
+    """The reason recorded with the account's freeze ("" when it is not frozen)."""
+    reason: str = connection.execute(
+        select(accounts.c.frozen_reason).where(accounts.c.user_id == user_id)
+    ).scalar_one()
+    return reason

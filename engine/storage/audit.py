@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from engine.domain.results import Violation
+from engine.storage.database import read_only
 
 #: Each check reports at most this many rows, so an audit of a broken shard stays readable.
 MAX_VIOLATIONS_PER_CHECK = 20
@@ -356,3 +357,16 @@ CHECKS.extend(
         locked_coupons_have_live_holds,
     ]
 )
+
+
+def check_shard(engine: Engine) -> tuple[list[Violation], int, int]:
+    """Every check in :data:`CHECKS` on one shard, in one snapshot (REPEATABLE READ on PostgreSQL,
+    SQLite's transaction otherwise): the violations, then the transactions and balance rows
+    checked."""
+    with read_only(engine) as connection:
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        with connection.begin():
+            violations = [violation for check in CHECKS for violation in check(connection)]
+            transactions, accounts = count_checked(connection)
+    return violations, transactions, accounts

@@ -1,29 +1,21 @@
-"""Coupon rows: templates and activities (copied to every shard), per-virtual-shard stock
-allotments, per-user claim counters, user coupons and their state journal.
+"""User coupons and their state journal.
 
 Every state change of a user coupon goes through :func:`change_state`, which asks the domain
 state machine (:func:`engine.domain.coupons.states.transition`) for the target and applies it
 with a conditional UPDATE (``WHERE state = <the state it was read in>``), appending the change
 to ``coupon_events``. Nothing else writes ``user_coupons.state``.
+
+Templates live in :mod:`engine.storage.coupon_templates`, stock in
+:mod:`engine.storage.coupon_stock`, activities in :mod:`engine.storage.activities`.
 """
 
 from __future__ import annotations
 
-import json
-import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import Connection, Row, bindparam, func, select
 
-from engine.domain.coupons.definitions import (
-    Activity,
-    ActivityReward,
-    ActivityRules,
-    CouponTemplate,
-    Eligibility,
-)
-from engine.domain.coupons.rules import CouponRules, CouponScope, CouponType
 from engine.domain.coupons.states import (
     CouponEvent,
     CouponState,
@@ -33,21 +25,31 @@ from engine.domain.coupons.states import (
 )
 from engine.domain.errors import CofferError, Reason
 from engine.domain.results import CouponView
-from engine.storage.dialect import insert_or_ignore
-from engine.storage.schema import (
-    activities,
-    activity_grants,
-    coupon_claims,
-    coupon_events,
-    coupon_stock,
-    coupon_templates,
-    user_coupons,
-)
+from engine.storage.scans import due_keys
+from engine.storage.schema import coupon_events, user_coupons
 
-#: When its own virtual shard's allotment is empty, a claim probes at most this many other
-#: allotments on the same database per round, for at most this many rounds.
-MAX_STOCK_PROBES = 8
-MAX_STOCK_ROUNDS = 3
+__all__ = [
+    "LIVE_STATES",
+    "MAX_LISTED_COUPONS",
+    "MAX_QUOTE_COUPONS",
+    "SOURCE_ACTIVITY",
+    "SOURCE_CLAIM",
+    "change_state",
+    "count_issued",
+    "coupon_not_found",
+    "coupon_view",
+    "expirable_coupon_ids",
+    "insert_coupon",
+    "lock_coupons",
+    "read_coupon",
+    "read_coupon_by_code",
+    "read_coupon_views",
+    "read_live_coupons",
+    "state_now",
+    "stored_state",
+]
+
+
 #: A wallet view lists at most this many coupons (newest first).
 MAX_LISTED_COUPONS = 200
 #: QuoteCharge considers at most this many of a user's live coupons.
@@ -55,207 +57,6 @@ MAX_QUOTE_COUPONS = 200
 
 SOURCE_CLAIM = "CLAIM"
 SOURCE_ACTIVITY = "ACTIVITY"
-
-_random = random.SystemRandom()
-
-
-# --- templates -------------------------------------------------------------------------------
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def insert_template(connection: Connection, template: CouponTemplate, now_us: int) -> bool:
-    """Store ``template`` on this shard; False when it is already there."""
-    rules = template.rules
-    return insert_or_ignore(
-        connection,
-        coupon_templates,
-        {
-            "template_id": template.template_id,
-            "name": template.name,
-            "type": rules.type.value,
-            "amount_off": rules.amount_off,
-            "discount_bps": rules.discount_bps,
-            "min_spend": rules.min_spend,
-            "max_discount": rules.max_discount,
-            "total_stock": template.total_stock,
-            "per_user_limit": template.per_user_limit,
-            "valid_from_us": template.valid_from_us,
-            "valid_until_us": template.valid_until_us,
-            "valid_days_after_claim": template.valid_days_after_claim,
-            "scope": _dump(
-                {
-                    "categories": list(rules.scope.categories),
-                    "merchants": list(rules.scope.merchants),
-                    "business_lines": list(rules.scope.business_lines),
-                }
-            ),
-            "stackable": rules.stackable,
-            "restore_on_refund": template.restore_on_refund,
-            "eligibility": _dump(
-                {
-                    "new_users_only": template.eligibility.new_users_only,
-                    "new_user_days": template.eligibility.new_user_days,
-                    "min_member_level": template.eligibility.min_member_level,
-                }
-            ),
-            "created_at_us": now_us,
-        },
-    )
-
-
-def template_of_row(row: Row[Any]) -> CouponTemplate:
-    scope = json.loads(row.scope)
-    eligibility = json.loads(row.eligibility)
-    return CouponTemplate(
-        template_id=row.template_id,
-        name=row.name,
-        rules=CouponRules(
-            type=CouponType(row.type),
-            amount_off=int(row.amount_off),
-            discount_bps=int(row.discount_bps),
-            min_spend=int(row.min_spend),
-            max_discount=int(row.max_discount),
-            scope=CouponScope(
-                categories=tuple(scope["categories"]),
-                merchants=tuple(scope["merchants"]),
-                business_lines=tuple(scope["business_lines"]),
-            ),
-            stackable=bool(row.stackable),
-        ),
-        total_stock=int(row.total_stock),
-        per_user_limit=int(row.per_user_limit),
-        valid_from_us=row.valid_from_us,
-        valid_until_us=row.valid_until_us,
-        valid_days_after_claim=int(row.valid_days_after_claim),
-        restore_on_refund=bool(row.restore_on_refund),
-        eligibility=Eligibility(
-            new_users_only=bool(eligibility["new_users_only"]),
-            new_user_days=int(eligibility["new_user_days"]),
-            min_member_level=int(eligibility["min_member_level"]),
-        ),
-    )
-
-
-def read_template(connection: Connection, template_id: str) -> CouponTemplate | None:
-    row = connection.execute(
-        select(coupon_templates).where(coupon_templates.c.template_id == template_id)
-    ).one_or_none()
-    return None if row is None else template_of_row(row)
-
-
-def read_templates(connection: Connection, template_ids: Iterable[str]) -> dict[str, CouponTemplate]:
-    wanted = sorted(set(template_ids))
-    if not wanted:
-        return {}
-    rows = connection.execute(
-        select(coupon_templates).where(coupon_templates.c.template_id.in_(wanted))
-    ).all()
-    return {row.template_id: template_of_row(row) for row in rows}
-
-
-def template_not_found(template_id: str, field: str = "coupon.template_id") -> CofferError:
-    return CofferError(
-        Reason.TEMPLATE_NOT_FOUND,
-        f"no coupon template {template_id!r}",
-        metadata={"template_id": template_id, "field": field},
-    )
-
-
-# --- stock -----------------------------------------------------------------------------------
-
-
-def split_stock(total_stock: int, virtual_shards: int) -> list[int]:
-    """Virtual shard ``v``'s allotment: an equal share, the first ``total % V`` one more."""
-    base, extra = divmod(total_stock, virtual_shards)
-    return [base + (1 if virtual < extra else 0) for virtual in range(virtual_shards)]
-
-
-def insert_allotments(connection: Connection, template_id: str, allotments: dict[int, int]) -> None:
-    """This database's allotments (virtual shard -> units), in one statement; rows of 0 are not
-    stored. Runs inside the template's idempotent transaction, so it happens once per shard."""
-    rows = [
-        {"template_id": template_id, "virtual_shard": virtual_shard, "allotment": units, "remaining": units}
-        for virtual_shard, units in sorted(allotments.items())
-        if units > 0
-    ]
-    if rows:
-        connection.execute(coupon_stock.insert(), rows)
-
-
-def _decrement(connection: Connection, template_id: str, virtual_shard: int) -> bool:
-    updated = connection.execute(
-        coupon_stock.update()
-        .where(
-            coupon_stock.c.template_id == template_id,
-            coupon_stock.c.virtual_shard == virtual_shard,
-            coupon_stock.c.remaining > 0,
-        )
-        .values(remaining=coupon_stock.c.remaining - 1)
-    )
-    return updated.rowcount == 1
-
-
-def take_stock(connection: Connection, template_id: str, virtual_shard: int) -> bool:
-    """Take one unit of ``template_id``'s stock on this database; False when none is left here.
-
-    First the claimant's own virtual shard's allotment; when that is empty, other allotments on
-    the same database (those with the most left, probed in random order so that spilling claims
-    do not all queue on one row), for a bounded number of rounds. Every decrement is a
-    conditional UPDATE, so concurrent claims can never take a unit twice.
-    """
-    if _decrement(connection, template_id, virtual_shard):
-        return True
-    for _round in range(MAX_STOCK_ROUNDS):
-        candidates = list(
-            connection.execute(
-                select(coupon_stock.c.virtual_shard)
-                .where(
-                    coupon_stock.c.template_id == template_id,
-                    coupon_stock.c.remaining > 0,
-                    coupon_stock.c.virtual_shard != virtual_shard,
-                )
-                .order_by(coupon_stock.c.remaining.desc(), coupon_stock.c.virtual_shard)
-                .limit(MAX_STOCK_PROBES)
-            ).scalars()
-        )
-        if not candidates:
-            return False
-        _random.shuffle(candidates)
-        for candidate in candidates:
-            if _decrement(connection, template_id, candidate):
-                return True
-    raise CofferError(
-        Reason.CONTENTION,
-        "coupon stock is being claimed too fast to find a unit; retry with the same key",
-        metadata={"template_id": template_id},
-    )
-
-
-def count_claim(connection: Connection, user_id: int, template_id: str, limit: int) -> bool:
-    """Count one more claim of ``template_id`` by ``user_id``; False at the limit.
-
-    The counter row is locked by the conditional UPDATE, so concurrent claims by one user
-    queue on it and at most ``limit`` ever succeed.
-    """
-    insert_or_ignore(
-        connection, coupon_claims, {"user_id": user_id, "template_id": template_id, "claimed": 0}
-    )
-    updated = connection.execute(
-        coupon_claims.update()
-        .where(
-            coupon_claims.c.user_id == user_id,
-            coupon_claims.c.template_id == template_id,
-            coupon_claims.c.claimed < limit,
-        )
-        .values(claimed=coupon_claims.c.claimed + 1)
-    )
-    return updated.rowcount == 1
-
-
-# --- user coupons ----------------------------------------------------------------------------
 
 
 def _event(
@@ -458,88 +259,17 @@ def coupon_not_found(coupon_id: str, field: str = "coupon_id") -> CofferError:
     )
 
 
-# --- activities ------------------------------------------------------------------------------
-
-
-def insert_activity(connection: Connection, activity: Activity, now_us: int) -> bool:
-    rules = activity.rules
-    return insert_or_ignore(
-        connection,
-        activities,
-        {
-            "activity_id": activity.activity_id,
-            "name": activity.name,
-            "rewards": _dump(
-                [
-                    {
-                        "template_id": reward.template_id,
-                        "quantity": reward.quantity,
-                        "points": reward.points,
-                        "points_ttl_days": reward.points_ttl_days,
-                    }
-                    for reward in activity.rewards
-                ]
-            ),
-            "rules": _dump(
-                {
-                    "device_blacklist": list(rules.device_blacklist),
-                    "ip_cities": list(rules.ip_cities),
-                    "new_users_only": rules.new_users_only,
-                    "min_member_level": rules.min_member_level,
-                    "phone_blacklist": list(rules.phone_blacklist),
-                }
-            ),
-            "valid_from_us": activity.valid_from_us,
-            "valid_until_us": activity.valid_until_us,
-            "created_at_us": now_us,
-        },
+def count_issued(connection: Connection, template_id: str) -> int:
+    """Coupons of ``template_id`` issued on this database, in every state."""
+    return int(
+        connection.execute(select(func.count()).where(user_coupons.c.template_id == template_id)).scalar_one()
     )
 
 
-def read_activity(connection: Connection, activity_id: str) -> Activity | None:
-    row = connection.execute(select(activities).where(activities.c.activity_id == activity_id)).one_or_none()
-    if row is None:
-        return None
-    rules = json.loads(row.rules)
-    return Activity(
-        activity_id=row.activity_id,
-        name=row.name,
-        rewards=tuple(
-            ActivityReward(
-                template_id=reward["template_id"],
-                quantity=int(reward["quantity"]),
-                points=int(reward["points"]),
-                points_ttl_days=int(reward["points_ttl_days"]),
-            )
-            for reward in json.loads(row.rewards)
-        ),
-        rules=ActivityRules(
-            device_blacklist=tuple(rules["device_blacklist"]),
-            ip_cities=tuple(rules["ip_cities"]),
-            new_users_only=bool(rules["new_users_only"]),
-            min_member_level=int(rules["min_member_level"]),
-            phone_blacklist=tuple(rules["phone_blacklist"]),
-        ),
-        valid_from_us=row.valid_from_us,
-        valid_until_us=row.valid_until_us,
-    )
-
-
-def claim_activity_grant(
-    connection: Connection, user_id: int, activity_id: str, transaction_id: str, now_us: int
-) -> bool:
-    """Record the one grant of ``activity_id`` to ``user_id``; False when it was granted before.
-
-    On PostgreSQL a concurrent grant still in flight makes this wait for it (the primary key),
-    so twenty simultaneous requests end in one bundle and nineteen refusals.
-    """
-    return insert_or_ignore(
-        connection,
-        activity_grants,
-        {
-            "user_id": user_id,
-            "activity_id": activity_id,
-            "transaction_id": transaction_id,
-            "created_at_us": now_us,
-        },
-    )
+def expirable_coupon_ids(
+    connection: Connection, states: Sequence[str], now_us: int, after: str, limit: int
+) -> list[str]:
+    """Up to ``limit`` ids (ascending, after ``after``) of coupons in ``states`` whose validity
+    ended by ``now_us``: one keyset-paged batch of the expiry job."""
+    conditions = [user_coupons.c.state.in_(states), user_coupons.c.expires_at_us <= now_us]
+    return due_keys(connection, user_coupons.c.coupon_id, conditions, after, limit)

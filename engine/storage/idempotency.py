@@ -80,3 +80,13 @@ _STORE_RESPONSE = (
 
 def store_response(connection: Connection, *, user_id: int, key: str, response: str) -> None:
     connection.execute(_STORE_RESPONSE, {"p_user_id": user_id, "p_key": key, "p_response": response})
+
+
+def read_response(connection: Connection, *, user_id: int, key: str) -> str:
+    """The stored answer of a completed request under ``(user_id, key)`` (it must exist)."""
+    response: str = connection.execute(
+        select(idempotency_keys.c.response).where(
+            idempotency_keys.c.user_id == user_id, idempotency_keys.c.idempotency_key == key
+        )
+    ).scalar_one()
+    return response
