@@ -208,7 +208,7 @@ def wait_for_shards(
             )
         logger.warning("waiting for %s: %s (%.0fs left)", waiting_for, problem, remaining)
         if stop.wait(min(interval, remaining)):
-            raise StartupFailure(f"stopped while waiting for {waiting_for}")
+            raise StartupFailure(f"stopped by a signal while waiting for {waiting_for}")
         interval = min(interval * 2, SHARD_WAIT_MAX_INTERVAL_SECONDS)
 
 

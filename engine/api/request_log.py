@@ -3,7 +3,7 @@
 The ids are read from the request's own fields when it has them (``user_id``, ``charge_id``,
 ...). From the request context only the caller's network is logged (an IPv4 /24, an IPv6 /48):
 never a phone hash, never a full IP. Cost: a dict and one formatted record per call, built only
-when the ``coffer.request`` logger is enabled for INFO.
+when the ``coffer.request`` logger is enabled for INFO. Health checks and reflection are not logged.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 
+from coffer.v1 import engine_pb2
 from engine.api.metrics import CallResult, observe_unary_calls
 from engine.process_log import FIELDS_ATTRIBUTE
 
@@ -36,6 +37,8 @@ ID_FIELDS = (
 _IPV4_PREFIX_BITS = 24
 _IPV6_PREFIX_BITS = 48
 _CONTEXT_FIELD = "context"
+#: Only coffer's own services are logged ("/coffer.v1.TransactionEngine/Charge").
+_LOGGED_PREFIX = f"/{engine_pb2.DESCRIPTOR.package}."
 #: Fields the text line shows up front rather than as name=value.
 _HEADLINE = frozenset({"method", "outcome", "reason", "code", "duration_ms"})
 
@@ -100,4 +103,6 @@ class RequestLogInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
+        if not handler_call_details.method.startswith(_LOGGED_PREFIX):
+            return handler  # health probes and reflection: a probe every few seconds is noise
         return observe_unary_calls(handler, handler_call_details.method, _log)
