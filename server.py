@@ -20,7 +20,10 @@ def _parser() -> OneLineArgumentParser:
     return OneLineArgumentParser(
         prog="python server.py",
         description="Serve the coffer payments engine over gRPC (health and reflection included).",
-        epilog="configuration (environment variables):\n" + describe_settings(),
+        epilog="configuration (environment variables):\n"
+        + describe_settings()
+        + "\n\nexit status: 0 after SIGTERM/SIGINT, 1 start-up failed (one line on stderr says why),"
+        " 2 bad command line",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
