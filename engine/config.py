@@ -132,8 +132,7 @@ class Settings:
             raise ConfigurationError("points rate must be positive and the cap within 0..10000 bps")
         if not 0 < self.startup_timeout_seconds <= MAX_STARTUP_TIMEOUT_SECONDS:
             raise ConfigurationError(
-                "COFFER_STARTUP_TIMEOUT_SECONDS must be above 0 and at most "
-                f"{MAX_STARTUP_TIMEOUT_SECONDS:g}"
+                f"COFFER_STARTUP_TIMEOUT_SECONDS must be above 0 and at most {MAX_STARTUP_TIMEOUT_SECONDS:g}"
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigurationError("COFFER_METRICS_PORT must be within 0..65535")
@@ -201,8 +200,10 @@ def _shown_default(item: Field[Any]) -> str:
 
 def describe_settings() -> str:
     """Every ``COFFER_*`` variable with its meaning and default, for ``--help``."""
-    rows = [(variable_name(item.name), str(item.metadata.get(_MEANING, "")), _shown_default(item))
-            for item in fields(Settings)]
+    rows = [
+        (variable_name(item.name), str(item.metadata.get(_MEANING, "")), _shown_default(item))
+        for item in fields(Settings)
+    ]
     width = max(len(name) for name, _meaning, _default in rows)
     lines = [f"  {name:<{width}}  {meaning} [default: {default}]" for name, meaning, default in rows]
     lines.append(

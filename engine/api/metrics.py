@@ -42,6 +42,7 @@ __all__ = [
     "CallResult",
     "MetricsInterceptor",
     "MetricsServer",
+    "ObservingInterceptor",
     "Outcome",
     "note_refusal",
     "observe_unary_calls",
@@ -166,14 +167,30 @@ def _record(_request: Any, result: CallResult) -> None:
     REQUESTS.labels(result.method, result.outcome.value, result.reason).inc()
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
+class ObservingInterceptor(grpc.aio.ServerInterceptor):
+    """Hands every finished unary call whose full method name starts with ``method_prefix`` to
+    ``observe``; other calls pass untouched."""
+
+    def __init__(self, observe: CallObserver, *, method_prefix: str = "/") -> None:
+        self._observe = observe
+        self._method_prefix = method_prefix
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        return observe_unary_calls(handler, handler_call_details.method, _record)
+        if not handler_call_details.method.startswith(self._method_prefix):
+            return handler
+        return observe_unary_calls(handler, handler_call_details.method, self._observe)
+
+
+class MetricsInterceptor(ObservingInterceptor):
+    """Every RPC (health and reflection included) in ``coffer_rpc_seconds`` and ``coffer_requests_total``."""
+
+    def __init__(self) -> None:
+        super().__init__(_record)
 
 
 def record_shard_up(shard_index: int, up: bool) -> None:

@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
-
 from coffer.v1 import engine_pb2
-from engine.api.metrics import CallResult, observe_unary_calls
+from engine.api.metrics import CallResult, ObservingInterceptor
 from engine.process_log import FIELDS_ATTRIBUTE
 
 __all__ = ["ID_FIELDS", "RequestLogInterceptor", "caller_network", "request_fields"]
@@ -96,13 +93,9 @@ def _log(request: Any, result: CallResult) -> None:
     )
 
 
-class RequestLogInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if not handler_call_details.method.startswith(_LOGGED_PREFIX):
-            return handler  # health probes and reflection: a probe every few seconds is noise
-        return observe_unary_calls(handler, handler_call_details.method, _log)
+class RequestLogInterceptor(ObservingInterceptor):
+    """One ``coffer.request`` record per coffer RPC; health probes and reflection are not
+    logged (a probe every few seconds is noise)."""
+
+    def __init__(self) -> None:
+        super().__init__(_log, method_prefix=_LOGGED_PREFIX)

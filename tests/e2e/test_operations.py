@@ -1,5 +1,5 @@
 """The engine as operators meet it, as real processes: one engine per port, start-up failures in
-one line, ``--help``, ``/metrics`` only on ``/metrics``, the jobs CLI, per-request JSON logs."""
+one line, ``--help``, the jobs CLI, per-request JSON logs (``/metrics``: test_server_process)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -219,50 +217,6 @@ def test_sigterm_while_waiting_for_shards_ends_in_one_line(workers: str) -> None
     rest = process.communicate(timeout=30)[1]
     completed = subprocess.CompletedProcess(process.args, process.returncode, "", seen + rest)
     assert_one_line_failure(completed, "stopped")
-
-
-def test_metrics_only_on_metrics(tmp_path: Path) -> None:
-    metrics_port = free_port()
-    process = EngineProcess(
-        {
-            "COFFER_SHARDS": sqlite_shards(tmp_path),
-            "COFFER_METRICS_PORT": str(metrics_port),
-            "COFFER_JOB_INTERVAL_SECONDS": "1",
-        }
-    )
-    base = f"http://127.0.0.1:{metrics_port}"
-    try:
-        with grpc.insecure_channel(process.target) as channel:
-            stub = engine_pb2_grpc.TransactionEngineStub(channel)
-            top_up(stub, 8, "m1", 100)
-            with pytest.raises(grpc.RpcError):
-                stub.Charge(
-                    engine_pb2.ChargeRequest(
-                        idempotency_key="c", user_id=8, order_id="o", merchant_id="m", amount=500
-                    )
-                )
-        for path in ("/healthz", "/", "/metricsx"):
-            with pytest.raises(urllib.error.HTTPError) as missing:
-                urllib.request.urlopen(base + path, timeout=10)
-            assert missing.value.code == 404
-        deadline = time.monotonic() + 30
-        while True:
-            with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
-                assert answer.status == 200
-                body = answer.read().decode()
-            if 'coffer_job_runs_total{job="expire",outcome="ok"}' in body or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert 'coffer_job_runs_total{job="expire",outcome="ok"}' in body
-        assert 'coffer_shard_up{shard="0"} 1.0' in body and 'coffer_shard_up{shard="1"} 1.0' in body
-        assert 'coffer_db_pool_checked_out{shard="0"}' in body
-        assert 'coffer_db_pool_size{shard="1"} 16.0' in body
-        assert 'coffer_requests_total{method="Issue",outcome="ok",reason=""} 1.0' in body
-        assert (
-            'coffer_requests_total{method="Charge",outcome="refused",reason="INSUFFICIENT_FUNDS"} 1.0' in body
-        )
-    finally:
-        process.terminate()
 
 
 def test_jobs_cli_refuses_bad_arguments_in_one_line(tmp_path: Path) -> None:
