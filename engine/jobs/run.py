@@ -142,5 +142,5 @@ def _expire(
                 after = outcome.last_key
                 if batch == max_batches - 1:
                     count.truncated = True
-    logger.info("expire run as of %s: %s", log_time(now), report.summary() or "no tasks")
+    logger.info("expire run at %s: %s", log_time(now), report.summary() or "no tasks")
     return report
