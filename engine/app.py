@@ -1,39 +1,74 @@
-"""Assembling and running the engine process: shards, servicers, health, reflection, shutdown."""
+"""Assembling and running the engine process: shards, servicers, health, reflection, shutdown.
+
+Start-up either serves or ends with one line on stderr and a non-zero exit (:class:`StartupFailure`):
+a refused configuration, a port another engine holds, shards that do not answer within
+``COFFER_STARTUP_TIMEOUT_SECONDS``, or SIGTERM/SIGINT while waiting for them.
+
+Port ownership: one engine process binds its port exclusively (``grpc.so_reuseport`` off), so
+a second engine on the same port cannot start. With ``COFFER_WORKERS > 1`` the workers share the
+port through SO_REUSEPORT; before starting them the parent checks that nothing listens on the
+port and holds a lock file under ``var/`` for the port, so a second engine refuses instead of
+joining the workers' group.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import dataclasses
+import errno
+import fcntl
 import ipaddress
 import logging
 import multiprocessing
-import os
 import signal
+import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
+from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from coffer.v1 import admin_pb2, admin_pb2_grpc, engine_pb2, engine_pb2_grpc
 from engine.api.admin import AdminServicer
-from engine.api.metrics import MetricsInterceptor, serve_metrics
+from engine.api.metrics import MetricsInterceptor, MetricsServer, record_shard_up, serve_metrics, watch_pools
+from engine.api.request_log import RequestLogInterceptor
 from engine.api.runner import UseCaseRunner
 from engine.api.servicer import TransactionEngineServicer
-from engine.config import Settings
+from engine.config import DEFAULT_SQLITE_DIRECTORY, Settings
+from engine.jobs.run import run_expire
+from engine.process_log import configure_logging, first_line
 from engine.service.context import EngineContext
 from engine.storage.database import create_shard_engine
 from engine.storage.migrations import ShardConfigurationMismatch, migrate_all
-from engine.storage.router import ShardRouter
+from engine.storage.router import Shard, ShardRouter
+
+__all__ = [
+    "EXIT_STARTUP_FAILED",
+    "EngineServer",
+    "StartupFailure",
+    "build_router",
+    "check_listen_allowed",
+    "check_port_free",
+    "run",
+    "wait_for_shards",
+]
 
 logger = logging.getLogger("coffer")
 
-#: How long start-up waits for every shard to answer before giving up.
-SHARD_WAIT_ATTEMPTS = 60
-SHARD_WAIT_INTERVAL_SECONDS = 1.0
+EXIT_STARTUP_FAILED = 1
+#: Waiting for shards retries after this long, doubling up to the maximum.
+SHARD_WAIT_FIRST_INTERVAL_SECONDS = 0.5
+SHARD_WAIT_MAX_INTERVAL_SECONDS = 5.0
+#: How often a serving engine probes each shard for ``coffer_shard_up``.
+SHARD_PROBE_INTERVAL_SECONDS = 15.0
 #: How often the worker supervisor looks for a worker that exited.
 WORKER_POLL_SECONDS = 0.5
 #: gRPC message size bound (a charge has at most 200 items; 4 MiB is ample).
@@ -42,6 +77,10 @@ SERVICE_NAMES = (
     engine_pb2.DESCRIPTOR.services_by_name["TransactionEngine"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
 )
+
+
+class StartupFailure(Exception):
+    """The engine cannot start; the message is the one line the operator sees."""
 
 
 def build_router(settings: Settings) -> ShardRouter:
@@ -57,11 +96,26 @@ def build_router(settings: Settings) -> ShardRouter:
     return ShardRouter(engines, settings.virtual_shards)
 
 
+def _open_router(settings: Settings) -> ShardRouter:
+    try:
+        return build_router(settings)
+    except (ValueError, ArgumentError) as error:
+        raise StartupFailure(f"COFFER_SHARDS: {first_line(error)}") from error
+
+
+def _split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    try:
+        return host.strip("[]"), int(port)
+    except ValueError as error:
+        raise StartupFailure(f"COFFER_LISTEN={listen!r} is not host:port") from error
+
+
 def check_listen_allowed(settings: Settings) -> None:
     """``COFFER_AUTH=none`` is refused anywhere but a loopback address (CONTRACT §6)."""
-    host = settings.listen.rsplit(":", 1)[0].strip("[]")
+    host, _port = _split_listen(settings.listen)
     if settings.auth != "none":
-        raise SystemExit(f"COFFER_AUTH={settings.auth} is not available yet; use none on loopback")
+        raise StartupFailure(f"COFFER_AUTH={settings.auth} is not available yet; use none on loopback")
     loopback = host == "localhost"
     if not loopback:
         try:
@@ -69,31 +123,105 @@ def check_listen_allowed(settings: Settings) -> None:
         except ValueError:
             loopback = False
     if not loopback:
-        raise SystemExit(f"COFFER_AUTH=none is allowed only on a loopback address, not {host!r}")
+        raise StartupFailure(f"COFFER_AUTH=none is allowed only on a loopback address, not {host!r}")
 
 
-def wait_for_shards(router: ShardRouter) -> None:
-    """Create or migrate the schema on every shard, waiting (bounded) until each answers."""
-    for attempt in range(1, SHARD_WAIT_ATTEMPTS + 1):
+def check_port_free(listen: str) -> None:
+    """Refuse, in one line, when something already listens on ``listen``'s port.
+
+    A plain bind without SO_REUSEPORT fails while any socket (SO_REUSEPORT or not) is bound
+    there; SO_REUSEADDR only lets it pass connections still in TIME_WAIT from a previous run."""
+    host, port = _split_listen(listen)
+    if port == 0:
+        return
+    try:
+        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise StartupFailure(f"COFFER_LISTEN={listen!r}: {error}") from error
+    for family, kind, protocol, _name, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise StartupFailure(
+                        f"port {port} on {host or '*'} is already in use (another coffer engine?); "
+                        "stop it or choose another COFFER_LISTEN"
+                    ) from error
+                raise StartupFailure(f"cannot listen on {listen}: {error.strerror}") from error
+
+
+@contextlib.contextmanager
+def _port_lock(port: int) -> Iterator[IO[str]]:
+    """Hold ``var/coffer-port-<port>.lock`` for the life of a multi-worker engine, so two such
+    engines started at the same moment cannot both pass :func:`check_port_free`."""
+    DEFAULT_SQLITE_DIRECTORY.mkdir(parents=True, exist_ok=True)
+    path = DEFAULT_SQLITE_DIRECTORY / f"coffer-port-{port}.lock"
+    with open(path, "w") as handle:
         try:
-            migrate_all(router)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            raise StartupFailure(f"port {port} is held by another coffer engine (lock {path})") from error
+        yield handle
+
+
+def _describe(shard: Shard) -> str:
+    return f"shard {shard.index} ({shard.engine.url.render_as_string(hide_password=True)})"
+
+
+def ping_shard(shard: Shard) -> None:
+    """Raises when the shard does not answer a trivial query."""
+    with shard.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+def wait_for_shards(
+    router: ShardRouter, *, timeout_seconds: float, stop: threading.Event | None = None
+) -> None:
+    """Wait until every shard answers, then create or migrate the schema on each.
+
+    Bounded by ``timeout_seconds``; ``stop`` (set by a signal) ends the wait early. Raises
+    :class:`StartupFailure` for a timeout, a stop, or shards whose records disagree with the
+    configuration (that is never retried)."""
+    stop = stop or threading.Event()
+    deadline = time.monotonic() + timeout_seconds
+    interval = SHARD_WAIT_FIRST_INTERVAL_SECONDS
+    while True:
+        waiting_for = "the shards"
+        try:
             for shard in router.shards:
-                with shard.engine.connect() as connection:
-                    connection.execute(text("SELECT 1"))
+                waiting_for = _describe(shard)
+                ping_shard(shard)
+            waiting_for = "the schema migration"
+            migrate_all(router)
             return
-        except ShardConfigurationMismatch:
-            raise
-        except Exception as error:
-            if attempt == SHARD_WAIT_ATTEMPTS:
-                raise
-            logger.warning("waiting for shards (attempt %d): %s", attempt, error)
-            time.sleep(SHARD_WAIT_INTERVAL_SECONDS)
+        except ShardConfigurationMismatch as error:
+            raise StartupFailure(f"refused: {error}") from error
+        except (DBAPIError, OSError) as error:
+            problem = first_line(error)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StartupFailure(
+                f"gave up after {timeout_seconds:g}s waiting for {waiting_for}: {problem} "
+                "(COFFER_STARTUP_TIMEOUT_SECONDS)"
+            )
+        logger.warning("waiting for %s: %s (%.0fs left)", waiting_for, problem, remaining)
+        if stop.wait(min(interval, remaining)):
+            raise StartupFailure(f"stopped by a signal while waiting for {waiting_for}")
+        interval = min(interval * 2, SHARD_WAIT_MAX_INTERVAL_SECONDS)
 
 
 class EngineServer:
-    def __init__(self, settings: Settings) -> None:
+    """One engine: gRPC services on the listen port, metrics, the scheduled jobs.
+
+    ``share_port`` is for the workers of one multi-worker engine only (SO_REUSEPORT)."""
+
+    def __init__(self, settings: Settings, *, share_port: bool = False) -> None:
         self.settings = settings
-        self.router = build_router(settings)
+        if not share_port:
+            check_port_free(settings.listen)
+        self.router = _open_router(settings)
         self.context = EngineContext(self.router, settings)
         self.runner = UseCaseRunner(settings.worker_threads)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
@@ -101,9 +229,10 @@ class EngineServer:
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.so_reuseport", 1 if share_port else 0),
             ],
             maximum_concurrent_rpcs=settings.worker_threads * 64,
-            interceptors=[MetricsInterceptor()],
+            interceptors=[MetricsInterceptor(), RequestLogInterceptor()],
         )
         engine_pb2_grpc.add_TransactionEngineServicer_to_server(
             TransactionEngineServicer(self.context, self.runner), self.server
@@ -113,9 +242,18 @@ class EngineServer:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
-        self.port = self.server.add_insecure_port(settings.listen)
+        try:
+            self.port = self.server.add_insecure_port(settings.listen)
+        except RuntimeError as error:
+            self.runner.shutdown()
+            self.router.dispose()
+            raise StartupFailure(f"cannot listen on {settings.listen} (is the port in use?)") from error
         self._stopping = asyncio.Event()
-        self._job_task: asyncio.Task[None] | None = None
+        self._stop_waiting = threading.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._metrics: MetricsServer | None = None
+        # Probes get their own thread so a hung shard never takes a use-case thread.
+        self._probe_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coffer-probe")
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -125,20 +263,53 @@ class EngineServer:
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        serve_metrics(self.settings.listen.rsplit(":", 1)[0].strip("[]"), self.settings.metrics_port)
+        host, _port = _split_listen(self.settings.listen)
+        try:
+            self._metrics = serve_metrics(host, self.settings.metrics_port)
+        except OSError as error:
+            raise StartupFailure(
+                f"cannot serve metrics on port {self.settings.metrics_port}: {error.strerror} "
+                "(COFFER_METRICS_PORT; 0 turns metrics off)"
+            ) from error
         await self.server.start()
-        logger.info("listening on %s (port %d); waiting for shards", self.settings.listen, self.port)
-        await asyncio.get_running_loop().run_in_executor(None, wait_for_shards, self.router)
+        logger.info(
+            "listening on %s (port %d); waiting up to %gs for %d shard(s)",
+            self.settings.listen,
+            self.port,
+            self.settings.startup_timeout_seconds,
+            self.router.physical_count,
+        )
+        await asyncio.get_running_loop().run_in_executor(
+            self._probe_executor,
+            lambda: wait_for_shards(
+                self.router, timeout_seconds=self.settings.startup_timeout_seconds, stop=self._stop_waiting
+            ),
+        )
+        for shard in self.router.shards:
+            record_shard_up(shard.index, True)
+        watch_pools(self.router)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         logger.info("serving on %d shard(s)", self.router.physical_count)
+        self._tasks.append(asyncio.create_task(self._probe_shards_periodically()))
         if self.settings.job_interval_seconds > 0:
-            self._job_task = asyncio.create_task(self._run_jobs_periodically())
+            self._tasks.append(asyncio.create_task(self._run_jobs_periodically()))
+
+    async def _probe_shards_periodically(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SHARD_PROBE_INTERVAL_SECONDS)
+            for shard in self.router.shards:
+                try:
+                    await loop.run_in_executor(self._probe_executor, ping_shard, shard)
+                except (DBAPIError, OSError) as error:
+                    logger.warning("%s does not answer: %s", _describe(shard), first_line(error))
+                    record_shard_up(shard.index, False)
+                else:
+                    record_shard_up(shard.index, True)
 
     async def _run_jobs_periodically(self) -> None:
         """The expiry job every ``job_interval_seconds``, on the use-case thread pool; a failed
         run is logged and the next one comes at the next interval."""
-        from engine.jobs.run import run_expire
-
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.settings.job_interval_seconds)
@@ -149,31 +320,52 @@ class EngineServer:
             except Exception:
                 logger.exception("scheduled expiry job failed")
 
+    def request_stop(self) -> None:
+        """What SIGTERM/SIGINT do: stop waiting for shards, or stop serving."""
+        self._stop_waiting.set()
+        self._stopping.set()
+
     async def stop(self) -> None:
         """Health goes NOT_SERVING, new calls are refused, in-flight calls get a bounded grace."""
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self._job_task is not None:
-            self._job_task.cancel()
+        self._stop_waiting.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._job_task
+                await task
         await self.server.stop(self.settings.shutdown_grace_seconds)
         self.runner.shutdown()
+        self._probe_executor.shutdown(wait=True, cancel_futures=True)
+        if self._metrics is not None:
+            self._metrics.stop()
         self.router.dispose()
 
     async def serve_until_signalled(self) -> None:
         loop = asyncio.get_running_loop()
         for signal_number in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signal_number, self._stopping.set)
-        await self.start()
-        await self._stopping.wait()
-        logger.info("shutting down (grace %.1fs)", self.settings.shutdown_grace_seconds)
-        await self.stop()
+            loop.add_signal_handler(signal_number, self.request_stop)
+        try:
+            await self.start()
+            await self._stopping.wait()
+            logger.info("shutting down (grace %.1fs)", self.settings.shutdown_grace_seconds)
+        finally:
+            await self.stop()
 
 
-async def _main(settings: Settings) -> None:
+async def _main(settings: Settings, *, share_port: bool = False) -> None:
     # grpc.aio binds its server to the running loop, so it is built inside it.
-    server = EngineServer(settings)
+    server = EngineServer(settings, share_port=share_port)
     await server.serve_until_signalled()
+
+
+def _serve(settings: Settings, *, share_port: bool = False) -> int:
+    try:
+        asyncio.run(_main(settings, share_port=share_port))
+    except StartupFailure as failure:
+        print(f"coffer: {failure}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    return 0
 
 
 def _worker_settings(settings: Settings, index: int) -> Settings:
@@ -187,52 +379,73 @@ def _worker_settings(settings: Settings, index: int) -> Settings:
 
 
 def _worker_main(settings: Settings) -> None:
-    logging.basicConfig(
-        level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s[{os.getpid()}]: %(message)s"
-    )
-    asyncio.run(_main(settings))
+    configure_logging(settings.log_format, with_pid=True)
+    sys.exit(_serve(settings, share_port=True))
 
 
 def run_workers(settings: Settings) -> int:
-    """``COFFER_WORKERS`` engine processes on one port. The parent migrates the shards once,
-    starts the workers, forwards SIGTERM/SIGINT to them and exits when they have all exited;
-    if one dies on its own, the others are stopped too (a supervisor restarts the whole)."""
-    if settings.listen.rsplit(":", 1)[-1] == "0":
-        raise SystemExit("COFFER_WORKERS > 1 needs a fixed port in COFFER_LISTEN")
-    router = build_router(settings)
-    try:
-        wait_for_shards(router)
-    finally:
-        router.dispose()
+    """``COFFER_WORKERS`` engine processes on one port. The parent claims the port, migrates the
+    shards once, starts the workers, forwards SIGTERM/SIGINT to them and exits when they have
+    all exited; if one dies on its own, the others are stopped too (a supervisor restarts the whole)."""
+    _host, port = _split_listen(settings.listen)
+    if port == 0:
+        raise StartupFailure("COFFER_WORKERS > 1 needs a fixed port in COFFER_LISTEN")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _number, _frame: stop.set())
+    signal.signal(signal.SIGINT, lambda _number, _frame: stop.set())
+    with _port_lock(port):
+        check_port_free(settings.listen)
+        router = _open_router(settings)
+        try:
+            logger.info(
+                "waiting up to %gs for %d shard(s)", settings.startup_timeout_seconds, router.physical_count
+            )
+            wait_for_shards(router, timeout_seconds=settings.startup_timeout_seconds, stop=stop)
+        finally:
+            router.dispose()
+        return _supervise(settings, stop)
+
+
+def _supervise(settings: Settings, stop: threading.Event) -> int:
     spawn = multiprocessing.get_context("spawn")
     workers = [
         spawn.Process(target=_worker_main, args=(_worker_settings(settings, index),), name=f"coffer-{index}")
         for index in range(settings.workers)
     ]
     stopping = False
+    exit_status = 0
 
-    def forward(signal_number: int, _frame: object) -> None:
+    def forward(_signal_number: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
-                os.kill(worker.pid, signal.SIGTERM)
+                worker.terminate()
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for worker in workers:
         worker.start()
+    if stop.is_set():  # a signal arrived between the shard wait and the new handlers
+        forward(signal.SIGTERM, None)
     while any(worker.is_alive() for worker in workers):
         for worker in workers:
             worker.join(timeout=WORKER_POLL_SECONDS)
             if not stopping and worker.exitcode is not None:
                 logger.error("worker %s exited with %s; stopping the others", worker.name, worker.exitcode)
+                exit_status = abs(worker.exitcode) or EXIT_STARTUP_FAILED
                 forward(signal.SIGTERM, None)
-    return max(abs(worker.exitcode or 0) for worker in workers) if not stopping else 0
+    return exit_status
 
 
-def run(settings: Settings) -> None:
-    check_listen_allowed(settings)
-    if settings.workers > 1:
-        sys.exit(run_workers(settings))
-    asyncio.run(_main(settings))
+def run(settings: Settings) -> int:
+    """Serve until signalled; the exit status (0, or :data:`EXIT_STARTUP_FAILED` after printing
+    the one-line reason)."""
+    try:
+        check_listen_allowed(settings)
+        if settings.workers > 1:
+            return run_workers(settings)
+    except StartupFailure as failure:
+        print(f"coffer: {failure}", file=sys.stderr)
+        return EXIT_STARTUP_FAILED
+    return _serve(settings)

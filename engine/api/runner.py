@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import grpc
 
 from engine.api.errors import to_status
-from engine.api.metrics import REFUSALS
+from engine.api.metrics import note_refusal
 from engine.domain.errors import CofferError
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ class UseCaseRunner:
         try:
             return await loop.run_in_executor(self.executor, work)
         except CofferError as error:
-            REFUSALS.labels(error.reason.label).inc()
+            note_refusal(error.reason.label)
             await context.abort_with_status(to_status(error))
         except Exception:
             logger.exception("unexpected failure in a use case")

@@ -10,9 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from engine.service.context import EngineContext
 from engine.storage.router import Shard
+
+
+class JobName(StrEnum):
+    EXPIRE = "expire"
+    SETTLE = "settle"
+    AUDIT = "audit"
+
+
+class JobOutcome(StrEnum):
+    OK = "ok"
+    #: Some items could not be resolved; they are logged and the next run retries them.
+    PARTIAL = "partial"
+    #: The audit found a broken invariant.
+    VIOLATIONS = "violations"
+    #: The run raised (a shard down, a bug); nothing after the failure ran.
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)

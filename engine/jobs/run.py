@@ -1,15 +1,40 @@
-"""Running the expiry job once over every shard, bounded and logged."""
+"""Running a job once: the expiry job over every shard (bounded), the audit; each run logged
+and counted in ``coffer_job_runs_total{job,outcome}``."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from engine.jobs.base import ExpireTask
+from prometheus_client import Counter
+
+from engine.domain.results import AuditReport
+from engine.jobs.base import ExpireTask, JobName, JobOutcome
+from engine.jobs.registry import EXPIRE_TASKS
+from engine.process_log import log_time
+from engine.service.audit import audit
 from engine.service.context import EngineContext
 
+__all__ = [
+    "JOB_RUNS",
+    "MAX_BATCHES_PER_RUN",
+    "ExpireReport",
+    "TaskCount",
+    "run_audit",
+    "run_expire",
+]
+
 logger = logging.getLogger("coffer.jobs")
+R = TypeVar("R")
+
+JOB_RUNS = Counter(
+    "coffer_job_runs_total",
+    "Job runs by job (expire, audit) and outcome (ok, partial: some items failed and wait for the "
+    "next run, violations: the audit found a broken invariant, failed: the run raised).",
+    ["job", "outcome"],
+)
 
 #: At most this many batches per task and shard in one run; what is left waits for the next run.
 MAX_BATCHES_PER_RUN = 100
@@ -34,6 +59,10 @@ class ExpireReport:
         count = self.tasks.get(name)
         return count.changed if count else 0
 
+    def outcome(self) -> JobOutcome:
+        failed = any(count.failed for count in self.tasks.values())
+        return JobOutcome.PARTIAL if failed else JobOutcome.OK
+
     def summary(self) -> str:
         parts = [
             f"{name}: {count.changed} changed of {count.seen} due"
@@ -53,10 +82,46 @@ def run_expire(
     max_batches: int = MAX_BATCHES_PER_RUN,
 ) -> ExpireReport:
     """Run every expiry task on every shard once, as of ``now_us`` (default: the context's clock)."""
-    if tasks is None:
-        from engine.jobs.registry import EXPIRE_TASKS
+    return _count_run(
+        JobName.EXPIRE,
+        lambda: _expire(
+            context,
+            now_us,
+            tasks=EXPIRE_TASKS if tasks is None else tasks,
+            batch_size=batch_size,
+            max_batches=max_batches,
+        ),
+        ExpireReport.outcome,
+    )
 
-        tasks = EXPIRE_TASKS
+
+def run_audit(context: EngineContext, shard_index: int | None = None) -> AuditReport:
+    """The CONTRACT §8 checks on every shard (or one), counted like the other jobs."""
+    return _count_run(
+        JobName.AUDIT,
+        lambda: audit(context, shard_index),
+        lambda report: JobOutcome.OK if report.ok else JobOutcome.VIOLATIONS,
+    )
+
+
+def _count_run(job: JobName, work: Callable[[], R], outcome_of: Callable[[R], JobOutcome]) -> R:
+    try:
+        result = work()
+    except BaseException:
+        JOB_RUNS.labels(job.value, JobOutcome.FAILED.value).inc()
+        raise
+    JOB_RUNS.labels(job.value, outcome_of(result).value).inc()
+    return result
+
+
+def _expire(
+    context: EngineContext,
+    now_us: int | None,
+    *,
+    tasks: Sequence[ExpireTask],
+    batch_size: int | None,
+    max_batches: int,
+) -> ExpireReport:
     now = context.now_us() if now_us is None else now_us
     limit = batch_size or context.settings.job_batch_size
     if limit <= 0:
@@ -77,5 +142,5 @@ def run_expire(
                 after = outcome.last_key
                 if batch == max_batches - 1:
                     count.truncated = True
-    logger.info("expire run at %d: %s", now, report.summary())
+    logger.info("expire run at %s: %s", log_time(now), report.summary() or "no tasks")
     return report

@@ -143,11 +143,19 @@ def test_engine_refuses_no_auth_off_loopback(tmp_path: Path) -> None:
 
 
 def test_metrics_count_calls_and_refusals(tmp_path: Path) -> None:
+    import urllib.error
     import urllib.request
 
     metrics_port = free_port()
     shards = ",".join(f"sqlite:///{tmp_path}/s{index}.db" for index in range(2))
-    process = EngineProcess({"COFFER_SHARDS": shards, "COFFER_METRICS_PORT": str(metrics_port)})
+    process = EngineProcess(
+        {
+            "COFFER_SHARDS": shards,
+            "COFFER_METRICS_PORT": str(metrics_port),
+            "COFFER_JOB_INTERVAL_SECONDS": "1",
+        }
+    )
+    base = f"http://127.0.0.1:{metrics_port}"
     try:
         with grpc.insecure_channel(process.target) as channel:
             stub = engine_pb2_grpc.TransactionEngineStub(channel)
@@ -158,10 +166,30 @@ def test_metrics_count_calls_and_refusals(tmp_path: Path) -> None:
                         idempotency_key="c", user_id=8, order_id="o", merchant_id="m", amount=500
                     )
                 )
-        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+        for path in ("/healthz", "/", "/metricsx"):  # /metrics only
+            with pytest.raises(urllib.error.HTTPError) as missing:
+                urllib.request.urlopen(base + path, timeout=10)
+            assert missing.value.code == 404
+        job_ran = 'coffer_job_runs_total{job="expire",outcome="ok"}'
+        deadline = time.monotonic() + 30
+        while True:
+            with urllib.request.urlopen(base + "/metrics", timeout=10) as answer:
+                assert answer.status == 200
+                body = answer.read().decode()
+            if job_ran in body or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert 'coffer_rpc_seconds_count{code="OK",method="Issue"} 1.0' in body
         assert 'coffer_rpc_seconds_count{code="FAILED_PRECONDITION",method="Charge"} 1.0' in body
         assert 'coffer_refusals_total{reason="INSUFFICIENT_FUNDS"} 1.0' in body
+        assert 'coffer_requests_total{method="Issue",outcome="ok",reason=""} 1.0' in body
+        assert (
+            'coffer_requests_total{method="Charge",outcome="refused",reason="INSUFFICIENT_FUNDS"} 1.0' in body
+        )
+        assert job_ran in body
+        assert 'coffer_shard_up{shard="0"} 1.0' in body and 'coffer_shard_up{shard="1"} 1.0' in body
+        assert 'coffer_db_pool_checked_out{shard="0"}' in body
+        assert 'coffer_db_pool_size{shard="1"} 16.0' in body
     finally:
         process.terminate()
 

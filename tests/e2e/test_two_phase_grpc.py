@@ -219,13 +219,13 @@ def test_the_job_command_expires_once_and_audits(postgres: PostgresServer, pg_sh
     assert json.loads(first.stdout)["holds"]["changed"] == 0
     # Ten days on (ISO 8601): the hold (7 days) and the lot (3 days) are due.
     later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 10 * 86_400))
-    second = run_job(environment, "expire", "--now", later)
+    second = run_job(environment, "expire", "--now", later, "--force")
     assert second.returncode == 0, second.stderr
     counts = json.loads(second.stdout)
     assert (counts["holds"]["changed"], counts["points_lots"]["changed"]) == (1, 1)
     assert "expire run at" in second.stderr
     # Same instant again, as epoch seconds: nothing changes.
-    third = run_job(environment, "expire", "--now", str(int(time.time() + 10 * 86_400)))
+    third = run_job(environment, "expire", "--now", str(int(time.time() + 10 * 86_400)), "--force")
     assert third.returncode == 0, third.stderr
     assert all(
         task["changed"] == 0 for name, task in json.loads(third.stdout).items() if isinstance(task, dict)
