@@ -132,12 +132,17 @@ def _cpu_seconds() -> float:
 
 
 class _Gate:
-    """Where a load process waits for the others: before the measured window and after it. In
-    a single-process run it is where the drive hooks run."""
+    """Where the load processes and the parent meet: all seeded (the window begins), all done
+    driving (it ends). The parent's gate runs the drive hooks just after each meeting; in a
+    single-process run there is no barrier and the hooks run around the drive itself."""
 
-    def __init__(self, barrier: Any | None = None, hooks: Sequence[DriveHook] = ()) -> None:
+    def __init__(
+        self, barrier: Any | None = None, hooks: Sequence[DriveHook] = (), *, window_s: float = 0.0
+    ) -> None:
         self.barrier = barrier
         self.hooks = hooks
+        #: The longest the measured window may take: the load, then the calls still in flight.
+        self.window_s = window_s
 
     def begin(self) -> None:
         if self.barrier is not None:
@@ -146,10 +151,10 @@ class _Gate:
             hook.start()
 
     def end(self) -> None:
+        if self.barrier is not None:
+            self.barrier.wait(self.window_s + JOIN_GRACE_SECONDS)
         for hook in self.hooks:
             hook.stop()
-        if self.barrier is not None:
-            self.barrier.wait(PART_START_TIMEOUT_SECONDS)
 
     def abort(self) -> None:
         if self.barrier is not None:
@@ -221,12 +226,16 @@ def _part_main(config: LoadConfig, part: int, barrier: Any, results: Any) -> Non
     """Entry point of a spawned load process: its result (or its failure) goes to ``results``."""
     console = Console(stderr=True, width=REPORT_WIDTH, quiet=part > 0)
     try:
-        result = _run_part(config, part, console, _Gate(barrier))
+        result = _run_part(config, part, console, _Gate(barrier, window_s=_window_limit_s(config)))
     except BaseException as error:
         barrier.abort()
         empty = Recorder().export()
         result = PartResult(part, empty, empty, None, error=f"load process {part} failed: {error!r}")
     results.put(result)
+
+
+def _window_limit_s(config: LoadConfig) -> float:
+    return config.duration_s + config.timeout_s * config.attempts + JOIN_GRACE_SECONDS
 
 
 def _part_configs(config: LoadConfig, run_id: str) -> list[LoadConfig]:
@@ -269,7 +278,7 @@ def _run_parts(
     console.print(f"starting {config.processes} load processes ...")
     for process in processes:
         process.start()
-    gate = _Gate(barrier, hooks)
+    gate = _Gate(barrier, hooks, window_s=_window_limit_s(config))
     collected: list[PartResult] = []
     try:
         gate.begin()
