@@ -190,7 +190,10 @@ def line_chart(
 
     def axis_ticks(low: float, high: float, log: bool) -> list[float]:
         if log:
-            return [10.0**power for power in range(math.floor(low), math.ceil(high) + 1)]
+            # Short spans (the usual latency chart) also get 2x and 5x ticks, so the axis reads.
+            steps = (1.0,) if high - low > 2 else (1.0, 2.0, 5.0)
+            powers = range(math.floor(low), math.ceil(high) + 1)
+            return [step * 10.0**power for power in powers for step in steps]
         return _ticks(low, high)
 
     for tick in axis_ticks(y_low, y_high, log_y):
