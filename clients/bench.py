@@ -62,6 +62,21 @@ VIRTUAL_SHARDS = 128
 #: The open-loop phase runs at this share of the plain phase's measured charge rate.
 HALF_LOAD_SHARE = 0.5
 SCALE_LEDGER_ENTRIES = 10_000_000
+#: (flag, type, default, help) of the numeric options: phase lengths keep ``make bench`` near
+#: 3-4 minutes on the 2-core machine.
+OPTIONS: tuple[tuple[str, type, float, str], ...] = (
+    ("--duration", float, 20.0, "seconds of plain charges"),
+    ("--echo-duration", float, 8.0, "seconds of Health/Check"),
+    ("--mixed-duration", float, 15.0, "seconds of the mixed mix"),
+    ("--half-load-duration", float, 12.0, "seconds of the open loop"),
+    ("--sqlite-duration", float, 12.0, "seconds of plain charges on SQLite"),
+    ("--concurrency", int, 64, "concurrent callers"),
+    ("--processes", int, 2, "harness processes sharing the callers"),
+    ("--users", int, 256, "users to seed per phase"),
+    ("--mixed-users", int, 128, "users to seed for the mixed phase"),
+    ("--workers", int, 2, "engine processes (COFFER_WORKERS, one per core)"),
+    ("--threads", int, 8, "threads and connections per engine process"),
+)
 MICROSECONDS_PER_SECOND = 1_000_000
 
 
@@ -273,33 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--duration", type=float, default=20.0, help="seconds of plain charges (default 20)")
-    parser.add_argument(
-        "--echo-duration", type=float, default=8.0, help="seconds of Health/Check (default 8)"
-    )
-    parser.add_argument(
-        "--mixed-duration", type=float, default=15.0, help="seconds of the mixed mix (default 15)"
-    )
-    parser.add_argument(
-        "--half-load-duration", type=float, default=12.0, help="seconds of the open loop (default 12)"
-    )
-    parser.add_argument(
-        "--sqlite-duration", type=float, default=12.0, help="seconds of plain charges on SQLite (default 12)"
-    )
-    parser.add_argument("--concurrency", type=int, default=64, help="concurrent callers (default 64)")
-    parser.add_argument(
-        "--processes", type=int, default=2, help="harness processes sharing the callers (default 2)"
-    )
-    parser.add_argument("--users", type=int, default=256, help="users to seed per phase (default 256)")
-    parser.add_argument(
-        "--mixed-users", type=int, default=128, help="users to seed for the mixed phase (default 128)"
-    )
-    parser.add_argument(
-        "--workers", type=int, default=2, help="engine processes (COFFER_WORKERS; default 2, one per core)"
-    )
-    parser.add_argument(
-        "--threads", type=int, default=8, help="threads and connections per engine process (default 8)"
-    )
+    for flag, kind, default, what in OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=f"{what} (default {default:g})")
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
     parser.add_argument(
         "--scale",
