@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/coffer/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench loadtest system-packages clean
+.PHONY: run test lint proto proto-check bench bench-scale loadtest system-packages clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,9 +52,13 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check engine clients tests scripts server.py
 	$(VENV)/bin/mypy
 
-## bench: throwaway PostgreSQL, pgbench TPC-B and the engine's charge mix; last line is JSON
+## bench: throwaway PostgreSQL: pgbench TPC-B, the gRPC floor, plain, mixed, open-loop and SQLite phases; last line is JSON
 bench: $(STAMP) system-packages
 	$(PY) -m clients.bench
+
+## bench-scale: plain charges on empty shards, then with 10 million ledger entries preloaded; last line is JSON
+bench-scale: $(STAMP) system-packages
+	$(PY) -m clients.bench --scale
 
 ## loadtest: a 60 s, 32-way harness run on SQLite and on PostgreSQL, each ending in the audit
 loadtest: $(STAMP) system-packages

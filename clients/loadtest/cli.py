@@ -34,6 +34,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="load processes sharing the concurrency, each with its own connections (default 1)",
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: start this many operations per second on a fixed schedule (default: closed loop)",
+    )
+    parser.add_argument(
         "--mix", default=DEFAULT_MIX, help=f"kind=weight,... or a preset (default {DEFAULT_MIX})"
     )
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
@@ -62,6 +74,8 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         concurrency=args.concurrency,
         connections=args.connections,
         duration_s=args.duration,
+        processes=args.processes,
+        rate_per_s=args.rate,
         mix=parse_mix(args.mix),
         timeout_s=args.timeout,
         attempts=args.attempts,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 #: Every kind of operation the harness knows, with what it does (``--mix`` names).
 KINDS: dict[str, str] = {
     "charge": "an immediate Charge mixing cash with points, coins, a gift card and a coupon at random",
+    "cash_charge": "an immediate Charge paid from the cash balance alone",
     "refund": "a partial or full Refund of an earlier charge or till redemption",
     "topup": "a payment-channel top-up (Issue top_up)",
     "gift_card_redeem": "a till redemption from a user's gift card (Redeem gift_card)",
@@ -19,16 +20,30 @@ KINDS: dict[str, str] = {
     "points_exchange": "points exchanged for cash (Redeem points_exchange)",
     "quote": "a QuoteCharge (no effect)",
     "wallet": "a GetWallet read",
+    "echo": "a grpc.health.v1.Health/Check on the engine: the gRPC floor (no use case, no database)",
 }
 
 DEFAULT_MIX = "charge=50,refund=10,topup=10,gift_card_redeem=5,coupon_claim=5,auth_capture=10,duplicate=10"
 CHARGE_ONLY_MIX = "charge=100"
-PRESETS = {"default": DEFAULT_MIX, "charge-only": CHARGE_ONLY_MIX}
+CASH_CHARGE_MIX = "cash_charge=100"
+#: About a third of the charges carry coupons, points, coins or gift cards (``charge`` and the
+#: charges of holds and duplicates), the rest are cash; plus holds, refunds, top-ups and retries.
+MIXED_MIX = "cash_charge=40,charge=20,auth_capture=8,auth_void=2,refund=10,topup=10,duplicate=10"
+ECHO_MIX = "echo=100"
+PRESETS = {
+    "default": DEFAULT_MIX,
+    "charge-only": CHARGE_ONLY_MIX,
+    "cash-charge": CASH_CHARGE_MIX,
+    "mixed": MIXED_MIX,
+    "echo": ECHO_MIX,
+}
 
 MAX_WEIGHT = 1_000_000
 MAX_USERS = 1_000_000
 MAX_CONCURRENCY = 1024
 MAX_DURATION_SECONDS = 24 * 3600
+MAX_PROCESSES = 32
+MAX_RATE_PER_SECOND = 1_000_000.0
 
 
 class MixError(ValueError):
@@ -90,6 +105,13 @@ class LoadConfig:
     #: gRPC connections the harness spreads its calls over (an engine with several worker
     #: processes balances connections, not calls).
     connections: int = 4
+    #: Load processes, each with its own channels, users and a share of the concurrency (and of
+    #: the rate), so the load generator's own GIL is not the bottleneck.
+    processes: int = 1
+    #: Open loop: operations started on a fixed schedule at this rate (per second, all processes
+    #: together), latency measured from the scheduled start. None: closed loop, each caller
+    #: starts its next operation when the last one ends.
+    rate_per_s: float | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.users <= MAX_USERS:
@@ -104,3 +126,9 @@ class LoadConfig:
             raise ValueError("--connections must be within 1..64")
         if not 1 <= self.merchants <= 10_000:
             raise ValueError("--merchants must be within 1..10000")
+        if not 1 <= self.processes <= min(MAX_PROCESSES, self.concurrency):
+            raise ValueError(f"--processes must be within 1..{MAX_PROCESSES} and at most --concurrency")
+        if self.processes > self.users:
+            raise ValueError("--processes must be at most --users (each process seeds its own users)")
+        if self.rate_per_s is not None and not 0 < self.rate_per_s <= MAX_RATE_PER_SECOND:
+            raise ValueError(f"--rate must be within 0..{MAX_RATE_PER_SECOND:g} operations per second")

@@ -1,14 +1,16 @@
 """Throwaway infrastructure for ``make loadtest`` and ``make bench``, run from a checkout of the
 repository: a PostgreSQL cluster (tests/support/servers.py), the engine as a child process
-(``python server.py``, tests/support/engines.py) and a sampler of the engine's resident memory.
+(``python server.py``, tests/support/engines.py), a sampler of the engine's resident memory and
+a meter of the CPU its process tree spends (from /proc).
 
 Everything started here is stopped by the context managers, whatever happens in between.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +19,23 @@ if TYPE_CHECKING:
     from tests.support.engines import EngineProcess
     from tests.support.servers import PostgresServer
 
+__all__ = [
+    "CpuMeter",
+    "RssSampler",
+    "cpu_tree_seconds",
+    "engine_process",
+    "postgres_cluster",
+    "process_tree",
+    "rss_mb",
+    "rss_tree_mb",
+    "sqlite_shards",
+]
+
 RSS_SAMPLE_INTERVAL_SECONDS = 0.1
+#: /proc/<pid>/stat fields after the command name: state is field 3, utime 14, stime 15.
+_STAT_PPID, _STAT_UTIME, _STAT_STIME = 1, 11, 12
+#: Bounds the walk of a process tree (the engine has a parent, its workers and a helper or two).
+MAX_TREE_PROCESSES = 256
 
 
 @contextmanager
@@ -41,15 +59,23 @@ def sqlite_shards(directory: Path, count: int = 2) -> list[str]:
 
 @contextmanager
 def engine_process(
-    shard_urls: list[str], log_path: Path, *, workers: int = 1, threads: int | None = None
+    shard_urls: list[str] | None,
+    log_path: Path,
+    *,
+    workers: int = 1,
+    threads: int | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[EngineProcess]:
-    from tests.support.engines import EngineProcess
+    """``python server.py`` on ``shard_urls``; None: with ``COFFER_SHARDS`` unset, i.e. on the
+    embedded SQLite default (``var/shard*.db`` under ``cwd``, engine/config.py)."""
+    from tests.support.engines import REPOSITORY, EngineProcess
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    environment = {"COFFER_SHARDS": ",".join(shard_urls), "COFFER_WORKERS": str(workers)}
+    environment = {"COFFER_SHARDS": "" if shard_urls is None else ",".join(shard_urls)}
+    environment["COFFER_WORKERS"] = str(workers)
     if threads is not None:
         environment["COFFER_WORKER_THREADS"] = environment["COFFER_POOL_SIZE"] = str(threads)
-    engine = EngineProcess(environment, log_path=log_path)
+    engine = EngineProcess(environment, log_path=log_path.resolve(), cwd=cwd or REPOSITORY)
     try:
         yield engine
     finally:
@@ -57,18 +83,65 @@ def engine_process(
             engine.terminate()
 
 
-def _children(pid: int) -> list[int]:
-    children = []
+def _stat_fields(pid: int | str) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _parents() -> Mapping[int, int]:
+    """pid -> parent pid of every process now alive."""
+    parents = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(entry.name))
-    return children
+        if entry.name.isdigit():
+            fields = _stat_fields(entry.name)
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[_STAT_PPID])
+    return parents
+
+
+def _children(pid: int) -> list[int]:
+    return [child for child, parent in _parents().items() if parent == pid]
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the engine's spawned workers and their helpers)."""
+    parents = _parents()
+    tree, frontier = [pid], [pid]
+    while frontier and len(tree) < MAX_TREE_PROCESSES:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        tree += frontier
+    return tree[:MAX_TREE_PROCESSES]
+
+
+def cpu_tree_seconds(pid: int) -> dict[int, float]:
+    """user + system CPU seconds of each live process of the tree under ``pid``."""
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    seconds = {}
+    for member in process_tree(pid):
+        fields = _stat_fields(member)
+        if fields is not None:
+            seconds[member] = (int(fields[_STAT_UTIME]) + int(fields[_STAT_STIME])) / ticks_per_second
+    return seconds
+
+
+class CpuMeter:
+    """CPU the process tree under ``pid`` spends between :meth:`start` and :meth:`stop` (a
+    :class:`clients.loadtest.runner.DriveHook`). Summed per process: one that starts in between
+    counts from zero; one that exits in between is lost (the engine's workers live throughout)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seconds = 0.0
+        self._began: dict[int, float] = {}
+
+    def start(self) -> None:
+        self._began = cpu_tree_seconds(self.pid)
+
+    def stop(self) -> None:
+        ended = cpu_tree_seconds(self.pid)
+        self.seconds = sum(value - self._began.get(member, 0.0) for member, value in ended.items())
 
 
 def rss_tree_mb(pid: int) -> float | None:

@@ -17,6 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from clients.errors import CofferError, UnimplementedError
 from clients.loadtest.config import LoadConfig
 from clients.loadtest.stats import Recorder
@@ -42,6 +45,7 @@ MAX_REFUNDABLE = 50_000
 #: What each kind needs from the engine besides Issue/Charge/Refund/GetWallet.
 REQUIRES: dict[str, tuple[str, ...]] = {
     "charge": (),
+    "cash_charge": (),
     "refund": (),
     "topup": (),
     "gift_card_redeem": ("gift_cards", "gift_card_redeem"),
@@ -53,7 +57,16 @@ REQUIRES: dict[str, tuple[str, ...]] = {
     "points_exchange": ("points_exchange",),
     "quote": ("quote",),
     "wallet": (),
+    "echo": (),
 }
+#: Kinds that touch no user: a mix of only these seeds nothing.
+NO_USER_KINDS = frozenset({"echo"})
+#: Kinds that use no points, coins, gift card or coupon: a mix of only these seeds cash alone.
+CASH_ONLY_KINDS = NO_USER_KINDS | {"cash_charge", "topup", "wallet"}
+#: The no-op RPC of the ``echo`` kind, named as the engine's interceptors see it.
+ECHO_RPC = "Check"
+#: Give each echo channel its own TCP connection, as the order client does for its channels.
+ECHO_CHANNEL_OPTIONS = (("grpc.use_local_subchannel_pool", 1),)
 #: Kinds whose charges may carry coupon / gift-card legs.
 CHARGING_KINDS = frozenset({"charge", "refund", "auth_capture", "auth_void", "duplicate"})
 
@@ -116,10 +129,20 @@ class World:
         self.flash_claimed = 0
         self.wallet_template = ""
         self._sequence = itertools.count(1)
+        self._echo_channels = (
+            [
+                grpc.insecure_channel(config.target, options=ECHO_CHANNEL_OPTIONS)
+                for _ in range(config.connections)
+            ]
+            if "echo" in config.mix
+            else []
+        )
+        self._health = [health_pb2_grpc.HealthStub(channel) for channel in self._echo_channels]
         #: kind -> operation; it returns whether it succeeded, or None when it had nothing to do
         #: (no gift card, no coupon left) and made no call.
         self.operations: dict[str, Callable[[random.Random], bool | None]] = {
             "charge": self.op_charge,
+            "cash_charge": self.op_cash_charge,
             "refund": self.op_refund,
             "topup": self.op_topup,
             "gift_card_redeem": self.op_gift_card_redeem,
@@ -131,7 +154,12 @@ class World:
             "points_exchange": self.op_points_exchange,
             "quote": self.op_quote,
             "wallet": self.op_wallet,
+            "echo": self.op_echo,
         }
+
+    def close(self) -> None:
+        for channel in self._echo_channels:
+            channel.close()
 
     # -- naming ------------------------------------------------------------------------------
 
@@ -163,6 +191,9 @@ class World:
 
     def seed(self) -> None:
         mix = self.config.mix
+        if set(mix) <= NO_USER_KINDS:
+            return
+        instruments = not set(mix) <= CASH_ONLY_KINDS
         wanted = {feature for kind in mix for feature in REQUIRES[kind]}
         charging = bool(CHARGING_KINDS & set(mix))
         if charging:
@@ -198,9 +229,16 @@ class World:
         if "coupons" in wanted:
             self._create_templates()
         # The first user alone, to learn whether gift cards and coupons are served at all.
-        self._seed_user(first, gift_cards="gift_cards" in wanted)
+        self._seed_user(first, gift_cards="gift_cards" in wanted, instruments=instruments)
         rest = self.users[1:]
-        list(self.executor.map(lambda user: self._seed_user(user, gift_cards="gift_cards" in wanted), rest))
+        list(
+            self.executor.map(
+                lambda user: self._seed_user(
+                    user, gift_cards="gift_cards" in wanted, instruments=instruments
+                ),
+                rest,
+            )
+        )
         if charging:
             self._probe_legs(first)
         for kind in mix:
@@ -257,7 +295,8 @@ class World:
         self.features[feature] = True
         return answer
 
-    def _seed_user(self, user: UserState, *, gift_cards: bool) -> None:
+    def _seed_user(self, user: UserState, *, gift_cards: bool, instruments: bool = True) -> None:
+        """Cash for every user; points and coins too unless the mix pays with cash alone."""
         uid = user.user_id
         self._seed_call(
             "Issue",
@@ -269,6 +308,8 @@ class World:
                 idempotency_key=self.key("seed-cash"),
             ),
         )
+        if not instruments:
+            return
         self._seed_call(
             "Issue",
             lambda: self.client.issue_points(
@@ -417,6 +458,29 @@ class World:
         if answer.status == common_pb2.CHARGE_STATUS_CAPTURED:
             self._add_refundable(answer.charge_id, request.amount - answer.breakdown.discount)
         return True
+
+    def op_cash_charge(self, rng: random.Random) -> bool:
+        user = self.user(rng)
+        amount = rng.randint(CHARGE_MIN, CHARGE_MAX)
+        request = build_charge_request(
+            user.user_id, self.order_id(), self.merchant(rng), amount, idempotency_key=self.key("cc")
+        )
+        answer = self._send_charge(request)
+        if isinstance(answer, CofferError):
+            return False
+        if answer.status == common_pb2.CHARGE_STATUS_CAPTURED:
+            self._add_refundable(answer.charge_id, amount)
+        return True
+
+    def op_echo(self, rng: random.Random) -> bool:
+        """The gRPC floor: the engine's own server and interceptors, no use case behind them. A
+        transport error propagates (the worker reports it as a harness error): the floor must
+        not fail."""
+        stub = self._health[rng.randrange(len(self._health))]
+        answer = self.recorder.call(
+            ECHO_RPC, lambda: stub.Check(health_pb2.HealthCheckRequest(), timeout=self.config.timeout_s)
+        )
+        return not isinstance(answer, CofferError)
 
     def op_refund(self, rng: random.Random) -> bool:
         with self.lock:

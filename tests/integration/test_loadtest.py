@@ -114,3 +114,25 @@ def test_mix_parsing_and_bad_arguments(capsys: pytest.CaptureFixture[str]) -> No
     assert harness_main(["--target", "127.0.0.1:1", "--mix", "bogus=1"]) == 2
     assert harness_main(["--target", "127.0.0.1:1", "--concurrency", "0"]) == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("shard_urls", ["sqlite"], indirect=True)
+def test_two_load_processes_in_an_open_loop_merge_into_one_report(
+    engine_process: EngineProcess, tmp_path: Path
+) -> None:
+    code, report, output = run_harness(
+        engine_process.target,
+        tmp_path,
+        *("--duration", "4", "--concurrency", "6", "--users", "8"),
+        *("--processes", "2", "--rate", "40", "--mix", "cash_charge=70,echo=20,refund=10"),
+    )
+    assert code == 0, output
+    assert report["ok"] and report["audit"]["ok"]
+    assert report["config"]["processes"] == 2 and report["config"]["loop"] == "open"
+    rpcs = report["rpcs"]
+    assert rpcs["Charge"]["ok"] > 0 and rpcs["Check"]["ok"] > 0
+    assert rpcs["Charge"]["measured_calls"] + rpcs["Check"]["measured_calls"] <= report["totals"]["calls"]
+    assert report["totals"]["client_cpu_us_per_call"] > 0
+    assert report["operations"]["cash_charge"]["count"] > 0
+    chart = (tmp_path / "latency.html").read_text()
+    assert chart.count("<svg") == 3 and "Check" in chart and "2 process(es)" in chart
