@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from engine.service.batches import BatchOutcome
 from engine.service.context import EngineContext
 from engine.storage.router import Shard
 
@@ -30,18 +31,6 @@ class JobOutcome(StrEnum):
     VIOLATIONS = "violations"
     #: The run raised (a shard down, a bug); nothing after the failure ran.
     FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class BatchOutcome:
-    #: Due items looked at in this batch (a batch shorter than its limit is the last one).
-    seen: int
-    #: Items this batch actually changed (0 on a second run).
-    changed: int
-    #: The key of the last item looked at: where the next batch starts.
-    last_key: str
-    #: Items that could not be resolved this run (logged; the next run retries them).
-    failed: int = 0
 
 
 BatchRunner = Callable[[EngineContext, Shard, int, int, str], BatchOutcome]

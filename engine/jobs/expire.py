@@ -1,6 +1,6 @@
 """The built-in expiry tasks: holds, points lots, gift cards (coupons: ``service.coupon_expiry``).
 
-Each is a bounded batch (:func:`engine.jobs.batch_scan.run_batch`): every item is resolved in its
+Each is a bounded batch (:func:`engine.service.batches.run_batch`): every item is resolved in its
 own short transaction under a row lock, re-checking that it is still due.
 """
 
@@ -12,8 +12,7 @@ from engine.domain import ids
 from engine.domain.charge_status import ChargeEvent
 from engine.domain.ledger import POINTS_EXPIRED, Posting, TransactionType, system_entry, user_entry
 from engine.domain.money import Asset
-from engine.jobs.base import BatchOutcome
-from engine.jobs.batch_scan import run_batch
+from engine.service.batches import BatchOutcome, run_batch
 from engine.service.context import EngineContext
 from engine.service.holds import AUTHORIZED, is_expired, resolve_hold
 from engine.storage import balances

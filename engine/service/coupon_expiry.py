@@ -14,8 +14,7 @@ from sqlalchemy import Connection
 
 from engine.domain.coupons.states import EXPIRES_IN_PLACE, CouponEvent, is_past_validity
 from engine.domain.ledger import TransactionType
-from engine.jobs.base import BatchOutcome
-from engine.jobs.batch_scan import run_batch
+from engine.service.batches import BatchOutcome, run_batch
 from engine.service.context import EngineContext
 from engine.service.movements import open_movement
 from engine.storage.coupons import change_state, expirable_coupon_ids, read_coupon

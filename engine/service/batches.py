@@ -1,5 +1,6 @@
-"""The expiry job's bounded batch: scan up to ``limit`` due keys after ``after`` (keyset paging),
-then resolve each in its own short transaction — written once for holds, lots, cards, coupons.
+"""The expiry job's bounded batch (:mod:`engine.jobs` drives it): scan up to ``limit`` due keys
+after ``after`` (keyset paging), then resolve each in its own short transaction — written once for
+holds, lots, cards, coupons.
 
 Each resolver locks its row and re-checks that it is still due, so a batch can run beside live
 traffic, twice at once, or twice in a row, and every item changes at most once.
@@ -9,19 +10,31 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
 from engine.domain.errors import CofferError
-from engine.jobs.base import BatchOutcome
 from engine.service.context import EngineContext
 from engine.storage.database import read_only
 from engine.storage.router import Shard
 from engine.storage.unit_of_work import UnitOfWork, run_transaction
 
-__all__ = ["run_batch"]
+__all__ = ["BatchOutcome", "run_batch"]
 
 logger = logging.getLogger("coffer.jobs")
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    #: Due items looked at in this batch (a batch shorter than its limit is the last one).
+    seen: int
+    #: Items this batch actually changed (0 on a second run).
+    changed: int
+    #: The key of the last item looked at: where the next batch starts.
+    last_key: str
+    #: Items that could not be resolved this run (logged; the next run retries them).
+    failed: int = 0
 
 
 def run_batch(
