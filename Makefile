@@ -39,10 +39,16 @@ proto-check: $(STAMP)
 		cmp -s "$$f" "coffer/v1/$$(basename $$f)" || { echo "stale stub: coffer/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "stubs are current"
 
-## lint: ruff on everything, mypy --strict on the engine package
+## lint: ruff on everything, mypy --strict on the engine package, the layering contracts
+## (pyproject [tool.importlinter]), no import cycle in engine, no function-level imports
+LINT_SCRIPTS := scripts/check_import_cycles.py scripts/check_local_imports.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine clients tests scripts server.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict $(LINT_SCRIPTS)
+	$(VENV)/bin/lint-imports --no-logo --no-cache
+	$(PY) scripts/check_import_cycles.py
+	$(PY) scripts/check_local_imports.py
 
 ## bench: throwaway PostgreSQL, pgbench TPC-B and the engine's charge mix; last line is JSON
 bench: $(STAMP) system-packages
