@@ -46,9 +46,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check engine clients tests scripts server.py
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy --strict $(LINT_SCRIPTS)
-	$(VENV)/bin/lint-imports --no-logo --no-cache
-	$(PY) scripts/check_import_cycles.py
-	$(PY) scripts/check_local_imports.py
+	@# The three import checks all run, so one report lists every import to fix.
+	@status=0; \
+	$(VENV)/bin/lint-imports --no-logo --no-cache || status=1; \
+	$(PY) scripts/check_import_cycles.py || status=1; \
+	$(PY) scripts/check_local_imports.py || status=1; \
+	exit $$status
 
 ## bench: throwaway PostgreSQL, pgbench TPC-B and the engine's charge mix; last line is JSON
 bench: $(STAMP) system-packages
