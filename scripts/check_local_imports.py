@@ -72,13 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in sorted(directory.rglob("*.py"))
         for local in find_local_imports(path)
     ]
-    for local in found:
-        print(local)
-    if found:
-        print(f"{len(found)} function-level import(s) of engine/clients modules; import at module level")
-        return 1
-    print(f"no function-level imports of engine/clients modules in {', '.join(map(str, directories))}")
-    return 0
+    print(
+        *found,
+        f"{len(found)} function-level import(s) of engine/clients modules; import at module level"
+        if found
+        else f"no function-level imports of engine/clients modules in {', '.join(map(str, directories))}",
+        sep="\n",
+    )
+    return 1 if found else 0
 
 
 if __name__ == "__main__":
