@@ -156,7 +156,9 @@ def migrate_shard(connection: Connection, router: ShardRouter, index: int) -> No
     if not _check_revisions_known(connection, config, index):
         _adopt_legacy_shard(connection, config, index)
     command.upgrade(config, "head")
-    _write_meta(connection, LEGACY_VERSION_KEY, LEGACY_FENCE_VERSION)
+    # Written once, so a shard already at head is not written to at all.
+    if _read_meta(connection).get(LEGACY_VERSION_KEY) != LEGACY_FENCE_VERSION:
+        _write_meta(connection, LEGACY_VERSION_KEY, LEGACY_FENCE_VERSION)
     check_shard_identity(connection, router, index)
 
 
