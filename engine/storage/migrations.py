@@ -16,6 +16,7 @@ are adopted: checked, stamped at revision 0001, upgraded (docs/migrations.md).
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -38,7 +39,6 @@ __all__ = [
     "check_shard_identity",
     "head_revision",
     "migrate_all",
-    "migrate_shard",
 ]
 
 #: An arbitrary constant naming coffer's migration lock among PostgreSQL advisory locks.
@@ -54,6 +54,10 @@ LEGACY_VERSION_ADOPTED = "1"
 #: shard whose ``schema_version`` is above their own 1, so they can never run on a schema whose
 #: revisions they do not know; Alembic's ``alembic_version`` is the version from then on.
 LEGACY_FENCE_VERSION = "2"
+#: Alembic keeps the running migration's context in module globals (``alembic.context``, ``op``),
+#: so two migrations in one process at once would run on each other's context. Taken before
+#: any database lock, so it cannot deadlock with them.
+_PROCESS_LOCK = threading.Lock()
 
 
 class ShardConfigurationMismatch(RuntimeError):
@@ -147,9 +151,9 @@ def check_shard_identity(connection: Connection, router: ShardRouter, index: int
             )
 
 
-def migrate_shard(connection: Connection, router: ShardRouter, index: int) -> None:
+def _migrate_shard(connection: Connection, router: ShardRouter, index: int) -> None:
     """Bring shard ``index`` to the head revision and check or record its identity, in the
-    caller's transaction (which this locks first)."""
+    caller's transaction (which this locks first). The caller holds :data:`_PROCESS_LOCK`."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:lock)"), {"lock": MIGRATION_LOCK_ID})
     config = alembic_config(connection)
@@ -163,6 +167,8 @@ def migrate_shard(connection: Connection, router: ShardRouter, index: int) -> No
 
 
 def migrate_all(router: ShardRouter) -> None:
-    for shard in router.shards:
-        with shard.engine.begin() as connection:
-            migrate_shard(connection, router, shard.index)
+    """Migrate every shard of ``router`` to head, one transaction each (module docstring)."""
+    with _PROCESS_LOCK:
+        for shard in router.shards:
+            with shard.engine.begin() as connection:
+                _migrate_shard(connection, router, shard.index)

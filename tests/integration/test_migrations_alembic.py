@@ -4,8 +4,11 @@ no-op, two engines migrating one shard at once both succeed, and the refusals ho
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -29,7 +32,7 @@ from engine.storage.migrations import (
 )
 from engine.storage.router import ShardRouter
 from engine.storage.schema import metadata
-from tests.support.engines import ManualClock
+from tests.support.engines import REPOSITORY, ManualClock
 from tests.support.legacy_schema_v1 import create_version_1_shards, snapshot
 
 #: Users 42 and 43 live on different physical shards of two.
@@ -111,7 +114,9 @@ def test_a_fresh_shard_reaches_head_matches_schema_py_and_a_rerun_changes_nothin
     assert _snapshots(router) == first
 
 
-def test_two_engines_migrating_one_fresh_shard_at_once_both_succeed(shard_urls: list[str]) -> None:
+def test_two_engines_in_one_process_migrating_one_fresh_shard_at_once_both_succeed(
+    shard_urls: list[str],
+) -> None:
     routers = [build_router(Settings(shards=tuple(shard_urls))) for _ in range(2)]
     start = threading.Barrier(len(routers))
     errors: list[BaseException] = []
@@ -134,6 +139,54 @@ def test_two_engines_migrating_one_fresh_shard_at_once_both_succeed(shard_urls: 
     finally:
         for router in routers:
             router.dispose()
+
+
+#: A second engine process: migrates the shards once the test creates the file ``argv[2]``.
+MIGRATING_PROCESS = """
+import sys, time
+from pathlib import Path
+from engine.app import build_router
+from engine.config import Settings
+from engine.storage.migrations import migrate_all
+router = build_router(Settings(shards=tuple(sys.argv[1].split(","))))
+print("ready", flush=True)
+while not Path(sys.argv[2]).exists():
+    time.sleep(0.001)
+migrate_all(router)
+"""
+
+
+def test_two_engine_processes_migrating_one_fresh_shard_at_once_both_succeed(
+    shard_urls: list[str], tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATING_PROCESS, ",".join(shard_urls), str(go)],
+            cwd=REPOSITORY,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            assert process.stdout.readline().strip() == b"ready"
+        go.touch()
+        for process in processes:
+            _, stderr = process.communicate(timeout=120)
+            assert process.returncode == 0, stderr.decode()
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
+    router = build_router(Settings(shards=tuple(shard_urls)))
+    try:
+        assert _revisions(router) == [[head_revision()]] * router.physical_count
+    finally:
+        router.dispose()
 
 
 def test_a_shard_at_a_revision_this_engine_does_not_know_is_refused(router: ShardRouter) -> None:
