@@ -47,10 +47,19 @@ proto-check: $(STAMP)
 		cmp -s "$$tmp/$$f" "$$f" || { echo "stale generated module: $$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "stubs are current"
 
-## lint: ruff on everything, mypy --strict on the engine and clients packages
+## lint: ruff on everything, mypy --strict on engine and clients, the layering contracts
+## (pyproject [tool.importlinter]), no import cycle in engine, no function-level imports
+LINT_SCRIPTS := scripts/check_import_cycles.py scripts/check_local_imports.py
 lint: $(STAMP)
 	$(VENV)/bin/ruff check engine clients tests scripts server.py
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict $(LINT_SCRIPTS)
+	@# The three import checks all run, so one report lists every import to fix.
+	@status=0; \
+	$(VENV)/bin/lint-imports --no-logo --no-cache || status=1; \
+	$(PY) scripts/check_import_cycles.py || status=1; \
+	$(PY) scripts/check_local_imports.py || status=1; \
+	exit $$status
 
 ## bench: throwaway PostgreSQL: pgbench TPC-B, the gRPC floor, plain, mixed, open-loop and SQLite phases; last line is JSON
 bench: $(STAMP) system-packages
