@@ -46,15 +46,14 @@ from engine.config import DEFAULT_SQLITE_DIRECTORY, Settings
 from engine.jobs.run import run_expire
 from engine.process_log import configure_logging, first_line
 from engine.service.context import EngineContext
-from engine.storage.database import create_shard_engine
 from engine.storage.migrations import ShardConfigurationMismatch, migrate_all
 from engine.storage.router import Shard, ShardRouter
+from engine.storage.shards import open_router
 
 __all__ = [
     "EXIT_STARTUP_FAILED",
     "EngineServer",
     "StartupFailure",
-    "build_router",
     "check_listen_allowed",
     "check_port_free",
     "run",
@@ -83,22 +82,9 @@ class StartupFailure(Exception):
     """The engine cannot start; the message is the one line the operator sees."""
 
 
-def build_router(settings: Settings) -> ShardRouter:
-    engines = [
-        create_shard_engine(
-            url,
-            pool_size=settings.pool_size,
-            lock_timeout_ms=settings.lock_timeout_ms,
-            statement_timeout_ms=settings.statement_timeout_ms,
-        )
-        for url in settings.shards
-    ]
-    return ShardRouter(engines, settings.virtual_shards)
-
-
 def _open_router(settings: Settings) -> ShardRouter:
     try:
-        return build_router(settings)
+        return open_router(settings)
     except (ValueError, ArgumentError) as error:
         raise StartupFailure(f"COFFER_SHARDS: {first_line(error)}") from error
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from clients.loadtest.config import DEFAULT_MIX, KINDS, PRESETS, LoadConfig, MixError, parse_mix
+from clients.loadtest.runner import run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,7 +98,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2
-    from clients.loadtest.runner import run
-
     result = run(config, report_path=args.report, chart_path=args.chart)
     return result.exit_code

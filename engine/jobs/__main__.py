@@ -20,16 +20,15 @@ from datetime import UTC, datetime
 
 from sqlalchemy.exc import DBAPIError
 
-from engine.config import ConfigurationError, OneLineArgumentParser, Settings, load_settings
+from engine.config import ConfigurationError, OneLineArgumentParser, load_settings
 from engine.domain.results import AuditReport
 from engine.domain.time_units import MICROSECONDS_PER_DAY, MICROSECONDS_PER_SECOND
 from engine.jobs.base import JobName
 from engine.jobs.run import ExpireReport, run_audit, run_expire
 from engine.process_log import configure_logging, first_line, log_time
 from engine.service.context import EngineContext, system_now_us
-from engine.storage.database import create_shard_engine
 from engine.storage.migrations import ShardConfigurationMismatch, migrate_all
-from engine.storage.router import ShardRouter
+from engine.storage.shards import open_router
 
 logger = logging.getLogger("coffer.jobs")
 
@@ -67,20 +66,6 @@ def parse_now(text: str) -> int:
     if not 0 <= now_us <= MAX_NOW_US:
         raise _BadTime(f"--now: {text!r} is outside 1970..9999")
     return now_us
-
-
-def build_router(settings: Settings) -> ShardRouter:
-    """The shards, as the server opens them (without importing the gRPC server)."""
-    engines = [
-        create_shard_engine(
-            url,
-            pool_size=2,
-            lock_timeout_ms=settings.lock_timeout_ms,
-            statement_timeout_ms=settings.statement_timeout_ms,
-        )
-        for url in settings.shards
-    ]
-    return ShardRouter(engines, settings.virtual_shards)
 
 
 def _parser() -> OneLineArgumentParser:
@@ -138,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         settings = load_settings()
-        router = build_router(settings)
+        router = open_router(settings, pool_size=2)
     except (ConfigurationError, ValueError) as error:
         parser.fail(f"configuration: {error}")
     if arguments.shard is not None and not 0 <= arguments.shard < router.physical_count:

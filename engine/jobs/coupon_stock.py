@@ -10,11 +10,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.app import build_router
 from engine.config import load_settings
 from engine.domain.errors import CofferError
 from engine.service import coupon_stock as stock_service
 from engine.service.context import EngineContext
+from engine.storage.shards import open_router
 
 __all__ = ["main"]
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     move.add_argument("--transfer-id", required=True)
     arguments = parser.parse_args(argv)
     settings = load_settings()
-    context = EngineContext(build_router(settings), settings)
+    context = EngineContext(open_router(settings, pool_size=2), settings)
     try:
         if arguments.command == "report":
             for line in stock_service.stock_report(context, arguments.template_id):

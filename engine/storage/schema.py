@@ -23,9 +23,8 @@ from sqlalchemy import (
     text,
 )
 
-#: Bump with a new entry in :mod:`engine.storage.migrations` when the tables change.
-SCHEMA_VERSION = 1
-
+#: A change to these tables comes with a new Alembic revision (engine/storage/alembic/versions;
+#: docs/migrations.md); a test compares the migrated schema with this metadata.
 metadata = MetaData()
 
 # Key/value facts about this physical shard: schema version, virtual shard count, shard map.

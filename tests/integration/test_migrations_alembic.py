@@ -15,7 +15,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
-from engine.app import build_router
 from engine.config import Settings
 from engine.domain.commands import ChargeCommand, IssueCommand, RefundCommand, TopUpSpec
 from engine.domain.money import Asset
@@ -32,6 +31,7 @@ from engine.storage.migrations import (
 )
 from engine.storage.router import ShardRouter
 from engine.storage.schema import metadata
+from engine.storage.shards import open_router
 from tests.support.engines import REPOSITORY, ManualClock
 from tests.support.legacy_schema_v1 import create_version_1_shards, snapshot
 
@@ -41,7 +41,7 @@ USERS = (42, 43)
 
 @pytest.fixture
 def router(shard_urls: list[str]) -> Iterator[ShardRouter]:
-    built = build_router(Settings(shards=tuple(shard_urls)))
+    built = open_router(Settings(shards=tuple(shard_urls)))
     try:
         yield built
     finally:
@@ -117,7 +117,7 @@ def test_a_fresh_shard_reaches_head_matches_schema_py_and_a_rerun_changes_nothin
 def test_two_engines_in_one_process_migrating_one_fresh_shard_at_once_both_succeed(
     shard_urls: list[str],
 ) -> None:
-    routers = [build_router(Settings(shards=tuple(shard_urls))) for _ in range(2)]
+    routers = [open_router(Settings(shards=tuple(shard_urls))) for _ in range(2)]
     start = threading.Barrier(len(routers))
     errors: list[BaseException] = []
 
@@ -145,10 +145,10 @@ def test_two_engines_in_one_process_migrating_one_fresh_shard_at_once_both_succe
 MIGRATING_PROCESS = """
 import sys, time
 from pathlib import Path
-from engine.app import build_router
+from engine.storage.shards import open_router
 from engine.config import Settings
 from engine.storage.migrations import migrate_all
-router = build_router(Settings(shards=tuple(sys.argv[1].split(","))))
+router = open_router(Settings(shards=tuple(sys.argv[1].split(","))))
 print("ready", flush=True)
 while not Path(sys.argv[2]).exists():
     time.sleep(0.001)
@@ -182,7 +182,7 @@ def test_two_engine_processes_migrating_one_fresh_shard_at_once_both_succeed(
             if process.poll() is None:
                 process.kill()
                 process.wait(timeout=30)
-    router = build_router(Settings(shards=tuple(shard_urls)))
+    router = open_router(Settings(shards=tuple(shard_urls)))
     try:
         assert _revisions(router) == [[head_revision()]] * router.physical_count
     finally:
@@ -210,7 +210,7 @@ def test_a_version_1_shard_missing_a_table_is_refused_and_left_as_it_was(router:
 
 def test_a_different_virtual_shard_count_is_refused(router: ShardRouter, shard_urls: list[str]) -> None:
     migrate_all(router)
-    other = build_router(Settings(shards=tuple(shard_urls), virtual_shards=64))
+    other = open_router(Settings(shards=tuple(shard_urls), virtual_shards=64))
     try:
         with pytest.raises(ShardConfigurationMismatch, match="virtual_shards"):
             migrate_all(other)

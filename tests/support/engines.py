@@ -17,10 +17,11 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.v1 import admin_pb2_grpc, engine_pb2_grpc
-from engine.app import EngineServer, build_router
+from engine.app import EngineServer
 from engine.config import Settings
 from engine.service.context import EngineContext, system_now_us
 from engine.storage.migrations import migrate_all
+from engine.storage.shards import open_router
 from tests.support.servers import free_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -43,7 +44,7 @@ class ManualClock:
 
 def make_context(shard_urls: list[str], **overrides: object) -> EngineContext:
     settings = Settings(shards=tuple(shard_urls), **overrides)  # type: ignore[arg-type]
-    router = build_router(settings)
+    router = open_router(settings)
     migrate_all(router)
     return EngineContext(router, settings, clock=ManualClock())
 
