@@ -8,6 +8,7 @@ scripts/gen_reasons.py and scripts/gen_api_docs.py both read the protos through 
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ __all__ = [
     "ProtoCompileError",
     "compile_descriptor_set",
     "leading_comments",
+    "write_generated",
 ]
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -61,3 +63,11 @@ def leading_comments(file: descriptor_pb2.FileDescriptorProto) -> dict[tuple[int
         if text:
             found[tuple(location.path)] = tuple(line.strip() for line in text.splitlines())
     return found
+
+
+def write_generated(target: Path, text: str) -> None:
+    """Write-then-rename: an interrupted run never leaves a half-written generated file behind."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = target.with_name(target.name + ".tmp")
+    scratch.write_text(text, encoding="utf-8")
+    os.replace(scratch, target)

@@ -16,7 +16,6 @@ temporary directory (``--out-dir``) and fails when the committed file differs.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from scripts._proto_source import (
     ProtoCompileError,
     compile_descriptor_set,
     leading_comments,
+    write_generated,
 )
 from scripts.gen_reasons import ENUM_NAME, GenerationError, ReasonSpec, read_reasons
 
@@ -370,12 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     except (GenerationError, ProtoCompileError) as error:
         print(f"gen_api_docs: {error}", file=sys.stderr)
         return 1
-    target = args.out_dir / API_DOC
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Write-then-rename: an interrupted run never leaves a half-written page behind.
-    scratch = target.with_suffix(".md.tmp")
-    scratch.write_text(text, encoding="utf-8")
-    os.replace(scratch, target)
+    write_generated(args.out_dir / API_DOC, text)
     return 0
 
 

@@ -19,7 +19,6 @@ name and nobody keeps a second list by hand:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from scripts._proto_source import (
     ProtoCompileError,
     compile_descriptor_set,
     leading_comments,
+    write_generated,
 )
 
 COMMON_PROTO = "coffer/v1/common.proto"
@@ -234,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gen_reasons: {error}", file=sys.stderr)
         return 1
     for relative, text in ((ENGINE_MODULE, engine_module(reasons)), (CLIENT_MODULE, client_module(reasons))):
-        target = args.out_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename: an interrupted run never leaves a half-written module behind.
-        scratch = target.with_suffix(".py.tmp")
-        scratch.write_text(text, encoding="utf-8")
-        os.replace(scratch, target)
+        write_generated(args.out_dir / relative, text)
     return 0
 
 

@@ -5,9 +5,7 @@ then changes exactly what it reported."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +18,9 @@ from engine.jobs.run import preview_expire, run_expire
 from engine.service.charge import charge
 from engine.service.context import EngineContext
 from engine.storage.schema import ledger_entries, metadata
+from tests.e2e.test_operations import environment, jobs
 from tests.support.coupons import claim_one, template
-from tests.support.engines import REPOSITORY, make_context
+from tests.support.engines import make_context
 from tests.support.instruments import assert_audit_ok, grant_points, key, new_card, top_up
 
 #: On different physical shards of two (virtual shard = user_id % 128, physical = virtual % 2).
@@ -119,19 +118,7 @@ def test_a_dry_run_counts_at_most_one_runs_worth(engine_context: EngineContext) 
 
 
 def _jobs(urls: list[str], *arguments: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "COFFER_METRICS_PORT": "0",
-        "COFFER_SHARDS": ",".join(urls),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "engine.jobs", *arguments],
-        env=env,
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return jobs(environment(COFFER_SHARDS=",".join(urls)), *arguments)
 
 
 def test_the_cli_dry_run_needs_no_force_and_prints_per_shard_counts(sqlite_shard_urls: list[str]) -> None:
