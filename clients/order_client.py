@@ -47,6 +47,7 @@ from clients._transport import (
     DEFAULT_TIMEOUT_SECONDS,
     MAX_CONNECTIONS,
     RPCS,
+    TlsFiles,
     Transport,
 )
 from clients.errors import *  # noqa: F403  (re-exported: callers import the exceptions from here)
@@ -59,9 +60,10 @@ MAX_PAGES_LIMIT = 10_000
 class OrderClient(Transport):
     """A synchronous, thread-safe client for ``TransactionEngine`` and ``Admin``.
 
-    ``target`` is ``host:port`` (plaintext) unless ``credentials`` are given; pass ``channel`` to
-    reuse one you built. ``timeout`` is the default deadline of every attempt, ``retry`` the
-    default :class:`RetryPolicy`; both can be overridden per call. ``on_retry(rpc, error,
+    ``target`` is ``host:port``, plaintext unless ``tls=TlsFiles(ca, cert, key)`` (or ready-made
+    ``credentials``) are given; ``token`` adds ``authorization: Bearer <token>`` to every call.
+    Pass ``channel`` to reuse one you built. ``timeout`` is the default deadline of every attempt,
+    ``retry`` the default :class:`RetryPolicy`; both can be overridden per call. ``on_retry(rpc, error,
     attempt)`` is called before each retry (for metrics and logs).
     """
 
@@ -463,6 +465,51 @@ class OrderClient(Transport):
         )
         return response
 
+    def freeze_account(
+        self,
+        user_id: int,
+        *,
+        reason: str,
+        operator_id: str,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> admin_pb2.AccountState:
+        """Freeze a wallet: every movement out of it is refused (ACCOUNT_FROZEN) until unfrozen."""
+        return self._account_state(
+            "Admin.FreezeAccount", user_id, reason, operator_id, idempotency_key, timeout
+        )
+
+    def unfreeze_account(
+        self,
+        user_id: int,
+        *,
+        reason: str,
+        operator_id: str,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> admin_pb2.AccountState:
+        return self._account_state(
+            "Admin.UnfreezeAccount", user_id, reason, operator_id, idempotency_key, timeout
+        )
+
+    def _account_state(
+        self,
+        rpc: str,
+        user_id: int,
+        reason: str,
+        operator_id: str,
+        idempotency_key: str | None,
+        timeout: float | None,
+    ) -> admin_pb2.AccountState:
+        request = admin_pb2.FreezeAccountRequest(
+            idempotency_key=self._key(idempotency_key),
+            user_id=user_id,
+            reason=reason,
+            operator_id=operator_id,
+        )
+        response: admin_pb2.AccountState = self.send(rpc, request, timeout=timeout)
+        return response
+
     def adjust(
         self,
         user_id: int,
@@ -508,6 +555,7 @@ __all__ = [
     "RefundItemLike",
     "RetryHook",
     "RetryPolicy",
+    "TlsFiles",
     "balance_of",
     "build_charge_request",
     "build_redeem_coupon_request",
