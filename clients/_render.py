@@ -22,6 +22,7 @@ __all__ = [
     "Output",
     "Renderer",
     "enum_name",
+    "fold_key",
     "kv_table",
     "render_account",
     "render_audit",
@@ -37,8 +38,20 @@ __all__ = [
 ]
 
 Renderer = Callable[[Any], list[Table]]
-#: Longest value kept on one line in a key/id column; longer ones fold (no wrapping mid-table).
-KEY_COLUMN_WIDTH = 24
+#: Width of a folded idempotency key in a table (a journal or history row stays one line at 120
+#: columns); ``--json`` and ``journal --full-keys`` show keys whole.
+FOLDED_KEY_CHARS = 22
+_KEY_TAIL_CHARS = 6
+_HOLDER_ACCOUNTS = {"user": "", "gift_card": "gift card", "points_debt": "points debt"}
+
+
+def fold_key(key: str) -> str:
+    """A key short enough for one table line: its start (prefix, terminal) and its end, which
+    together still tell entries apart."""
+    if len(key) <= FOLDED_KEY_CHARS:
+        return key
+    head = FOLDED_KEY_CHARS - 1 - _KEY_TAIL_CHARS
+    return f"{key[:head]}…{key[-_KEY_TAIL_CHARS:]}"
 
 
 def shown_time(value: Any) -> str:
@@ -85,9 +98,13 @@ def _legs(breakdown: common_pb2.Breakdown, verb: str) -> list[tuple[str, str]]:
     return rows
 
 
-def _cash_left(wallet: common_pb2.Wallet) -> tuple[str, str]:
+def _cash_left(wallet: common_pb2.Wallet) -> list[tuple[str, str]]:
+    """What the user's cash balance holds after the call (nothing when no wallet came back, as
+    for a till redemption that belongs to no user at the till)."""
+    if not wallet.user_id:
+        return []
     available = next((b.available for b in wallet.balances if b.asset == common_pb2.ASSET_CASH), 0)
-    return ("cash balance left", format_fen(available))
+    return [("cash balance left", format_fen(available))]
 
 
 def _status(status: int) -> str:
@@ -100,7 +117,7 @@ def render_charge(response: engine_pb2.ChargeResponse) -> list[Table]:
         ("status", _status(response.status)),
         ("discount (coupons)", format_fen(response.breakdown.discount)),
         *_legs(response.breakdown, "paid from"),
-        _cash_left(response.wallet),
+        *_cash_left(response.wallet),
         _replayed(response.replayed),
     ]
     return [kv_table("Charge", rows), *render_wallet(response.wallet)]
@@ -136,6 +153,7 @@ def render_refund(response: engine_pb2.RefundResponse) -> list[Table]:
         ("refunded in total", format_fen(charge.refunded_amount)),
         ("of captured", format_fen(charge.captured_amount)),
         *_legs(response.breakdown, "back to"),
+        *_cash_left(response.wallet),
         _replayed(response.replayed),
     ]
     return [kv_table("Refund", rows)]
@@ -173,7 +191,7 @@ def render_issue(response: engine_pb2.IssueResponse) -> list[Table]:
         ]
     for coupon in response.coupons:
         rows.append((f"coupon {coupon.coupon_id}", coupon.code))
-    rows += [_cash_left(response.wallet), _replayed(response.replayed)]
+    rows += [*_cash_left(response.wallet), _replayed(response.replayed)]
     return [kv_table("Issued", rows), *render_wallet(response.wallet)]
 
 
@@ -231,23 +249,26 @@ def render_wallet(wallet: common_pb2.Wallet) -> list[Table]:
 
 
 def _user_changes(transaction: common_pb2.Transaction) -> str:
-    """What the transaction did to the user's own accounts, per asset and bucket, in yuan."""
-    changes: dict[str, int] = {}
+    """What the transaction did to the user's own accounts (cash, coins, points, cards), summed
+    per account and bucket; money in yuan, points as counts."""
+    changes: dict[tuple[str, int], int] = {}
     for entry in transaction.entries:
-        if not entry.account.startswith("user:") and not entry.account.startswith("gift_card"):
+        holder = _HOLDER_ACCOUNTS.get(entry.account)
+        if holder is None:
             continue
-        asset = enum_name(common_pb2.Asset, entry.asset, "ASSET_").lower()
-        label = asset if entry.bucket in ("", "available") else f"{asset} {entry.bucket}"
-        if entry.account.startswith("gift_card"):
-            label = f"gift card {entry.instrument}" + ("" if entry.bucket in ("", "available") else " held")
-        changes[label] = changes.get(label, 0) + entry.amount
+        if entry.account == "gift_card":
+            label = f"gift card {entry.instrument}"
+        else:
+            label = holder or enum_name(common_pb2.Asset, entry.asset, "ASSET_").lower()
+        if entry.bucket == "held":
+            label += " held"
+        changes[(label, entry.asset)] = changes.get((label, entry.asset), 0) + entry.amount
     shown = []
-    for label, value in changes.items():
-        if value == 0:
-            continue
-        points = label.startswith("points")
-        text = f"{value:+d}" if points else ("+" if value > 0 else "") + format_fen(value)
-        shown.append(f"{label} {text}")
+    for (label, asset), value in changes.items():
+        if value:
+            sign = "+" if value > 0 else ""
+            text = f"{value:+d}" if asset == common_pb2.ASSET_POINTS else sign + format_fen(value)
+            shown.append(f"{label} {text}")
     return ", ".join(shown) or "-"
 
 
@@ -255,17 +276,15 @@ def render_transactions(transactions: Sequence[common_pb2.Transaction]) -> list[
     table = Table(title="History (newest first)")
     table.add_column("when", no_wrap=True)
     table.add_column("type", no_wrap=True)
-    table.add_column("transaction", overflow="fold", max_width=KEY_COLUMN_WIDTH)
-    table.add_column("charge", overflow="fold", max_width=KEY_COLUMN_WIDTH)
-    table.add_column("key", overflow="fold", max_width=KEY_COLUMN_WIDTH)
+    table.add_column("transaction", no_wrap=True)
+    table.add_column("key", no_wrap=True)
     table.add_column("change to the user's balances")
     for transaction in transactions:
         table.add_row(
             shown_time(transaction.created_at),
             enum_name(common_pb2.TransactionType, transaction.type, "TRANSACTION_TYPE_"),
             transaction.transaction_id,
-            transaction.charge_id or "-",
-            transaction.idempotency_key,
+            fold_key(transaction.idempotency_key),
             _user_changes(transaction),
         )
     return [table]

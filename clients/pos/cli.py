@@ -47,6 +47,7 @@ from clients._cli import (
 from clients._render import (
     Output,
     Renderer,
+    fold_key,
     render_charge,
     render_gift_card,
     render_issue,
@@ -83,8 +84,6 @@ __all__ = [
 CRASH_HOOK = "COFFER_POS_CRASH_AFTER_SEND"
 EXIT_BUSY = 4
 DEFAULT_TIMEOUT_SECONDS = 10.0
-#: Width of a folded key in the journal table (one line at 120 columns).
-FOLDED_KEY_CHARS = 22
 #: Longest gift-card lifetime a till may sell.
 MAX_TTL_DAYS = 36_600
 #: Commands that only read: nothing is journaled, and a failure is never "kept".
@@ -263,15 +262,6 @@ RENDERERS: dict[str, Renderer] = {
     "balance": render_gift_card,
     "wallet": render_wallet,
 }
-
-
-def fold_key(key: str) -> str:
-    """A key short enough for one table line: its start (prefix and terminal) and its end,
-    which together still tell entries apart; ``journal --full-keys`` shows them whole."""
-    if len(key) <= FOLDED_KEY_CHARS:
-        return key
-    keep = FOLDED_KEY_CHARS - 1
-    return f"{key[: keep - 6]}…{key[-6:]}"
 
 
 def _render_journal(entries: list[Entry], console: Console, *, full_keys: bool) -> None:
