@@ -62,6 +62,10 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 MAX_ATTEMPTS = 20
 MAX_TTL_DAYS = 36_600
 MAX_HISTORY_ROWS = 200
+#: Commands that name a charge by ``--charge`` or by ``--user --order``.
+CHARGE_REFERENCES = frozenset({"capture", "void", "refund", "show-charge"})
+#: Pages of history ``--order`` searches for its charge (200 transactions a page).
+MAX_LOOKUP_PAGES = 5
 KEY_PREFIX = "cli"
 OPERATOR_DEFAULT = "coffer-cli"
 #: The gRPC codes that mean "no answer" rather than "refused" (exit 3).
@@ -96,6 +100,14 @@ def _reward_arg(text: str) -> admin_pb2.ActivityReward:
 
 def _user(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--user", type=user_arg, required=True, help="user id")
+
+
+def _charge_ref(sub: argparse.ArgumentParser, what: str = "charge id") -> None:
+    """``--charge ID``, or ``--user U --order O [--merchant M]`` to find it in the history."""
+    sub.add_argument("--charge", default=None, help=what)
+    sub.add_argument("--user", type=user_arg, default=None, help="with --order: whose charge")
+    sub.add_argument("--order", default=None, help="instead of --charge: the order the charge paid")
+    sub.add_argument("--merchant", default=None, help="with --order: the merchant (when orders repeat)")
 
 
 def _mutating(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -183,19 +195,19 @@ def build_parser() -> argparse.ArgumentParser:
     charge.add_argument("--authorize-only", action="store_true", help="hold the value; capture or void later")
 
     capture = _mutating(commands.add_parser("capture", help="capture an authorized charge"))
-    capture.add_argument("--charge", required=True, help="charge id")
+    _charge_ref(capture)
     capture.add_argument("--amount", type=amount_arg, default=0, help="yuan to capture (default: all)")
 
     void = _mutating(commands.add_parser("void", help="release an authorized charge"))
-    void.add_argument("--charge", required=True, help="charge id")
+    _charge_ref(void)
 
     refund = _mutating(commands.add_parser("refund", help="refund a charge, whole or part"))
-    refund.add_argument("--charge", required=True, help="charge id or till redemption transaction id")
+    _charge_ref(refund, "charge id or till redemption transaction id")
     refund.add_argument("--amount", type=amount_arg, default=0, help="yuan to refund (default: all)")
     refund.add_argument("--reason", default="")
 
     show = commands.add_parser("show-charge", help="one charge: amounts, status, refunds")
-    show.add_argument("--charge", required=True, help="charge id")
+    _charge_ref(show)
 
     card = commands.add_parser("card", help="a gift card's balance")
     card.add_argument("--code", required=True)
@@ -278,6 +290,28 @@ def _create(client: OrderClient, args: argparse.Namespace, key: str) -> Any:
     )
 
 
+class ChargeNotFound(Exception):
+    """No charge of the user's recent history paid that order."""
+
+
+def _charge_id(client: OrderClient, args: argparse.Namespace) -> str:
+    """The ``--charge`` given, or the newest charge of ``--user`` for ``--order`` (and
+    ``--merchant``), looked up in at most the last MAX_LOOKUP_PAGES pages of the history."""
+    if args.charge:
+        return str(args.charge)
+    transactions = client.iter_transactions(args.user, page_size=MAX_HISTORY_ROWS, max_pages=MAX_LOOKUP_PAGES)
+    seen: set[str] = set()
+    for transaction in transactions:
+        if transaction.type != common_pb2.TRANSACTION_TYPE_CHARGE or transaction.charge_id in seen:
+            continue
+        seen.add(transaction.charge_id)
+        charge = client.get_charge(transaction.charge_id)
+        if charge.order_id == args.order and args.merchant in (None, charge.merchant_id):
+            return charge.charge_id
+    where = f" at {args.merchant}" if args.merchant else ""
+    raise ChargeNotFound(f"no charge of user {args.user} paid order {args.order}{where}")
+
+
 def _move(client: OrderClient, args: argparse.Namespace, key: str) -> Any:
     command = args.command
     if command == "charge":
@@ -293,11 +327,12 @@ def _move(client: OrderClient, args: argparse.Namespace, key: str) -> Any:
             authorize_only=args.authorize_only,
             idempotency_key=key,
         )
+    charge_id = _charge_id(client, args)
     if command == "capture":
-        return client.capture(args.charge, args.amount, idempotency_key=key)
+        return client.capture(charge_id, args.amount, idempotency_key=key)
     if command == "void":
-        return client.void(args.charge, idempotency_key=key)
-    return client.refund(args.charge, args.amount, reason=args.reason, idempotency_key=key)
+        return client.void(charge_id, idempotency_key=key)
+    return client.refund(charge_id, args.amount, reason=args.reason, idempotency_key=key)
 
 
 def _account(client: OrderClient, args: argparse.Namespace, key: str) -> Any:
@@ -312,7 +347,7 @@ def _read(client: OrderClient, args: argparse.Namespace) -> Any:
     if command == "history":
         return list(client.list_transactions(args.user, page_size=args.limit).transactions)
     if command == "show-charge":
-        return client.get_charge(args.charge)
+        return client.get_charge(_charge_id(client, args))
     if command == "card":
         return client.get_gift_card(args.code.strip())
     return client.audit(args.shard)
@@ -387,6 +422,10 @@ def _run(client: OrderClient, args: argparse.Namespace, out: Output) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in CHARGE_REFERENCES and (
+        (args.charge is None) == (args.order is None) or (args.order is not None and args.user is None)
+    ):
+        parser.error("give --charge ID, or --user and --order (with --merchant when orders repeat)")
     out = Output(args.json, RENDERERS)
     retry = RetryPolicy(max_attempts=args.attempts, initial_backoff_s=0.1, max_backoff_s=2.0)
     try:
@@ -397,6 +436,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with client:
         try:
             return _run(client, args, out)
+        except ChargeNotFound as missing:
+            print(f"coffer: {missing}", file=sys.stderr)
+            return EXIT_REFUSED
         except CofferError as error:
             if error.reason in UNREACHABLE_REASONS:
                 print(f"coffer: the engine at {args.target} did not answer ({error.reason})", file=sys.stderr)

@@ -268,7 +268,7 @@ def _render_journal(entries: list[Entry], console: Console, *, full_keys: bool) 
     table = Table(title="Journal")
     for column in ("#", "when", "command", "what", "state", "key", "attempts", "result"):
         # Short columns never wrap; the free text ones fold inside their width.
-        wraps = column in ("what", "result") or (column == "key" and full_keys)
+        wraps = column == "what" or (column == "key" and full_keys)
         table.add_column(column, overflow="fold", no_wrap=not wraps)
     for entry in entries:
         when = datetime.fromtimestamp(entry.created_at).strftime("%m-%d %H:%M:%S")
