@@ -21,7 +21,7 @@ __all__ = [
     "yuan_text",
 ]
 
-#: CONTRACT §1: one request moves at most 10^13 fen.
+#: One request moves at most 10^13 fen (the engine's per-request limit, docs/api.md).
 MAX_AMOUNT_FEN = 10**13
 #: Units per major unit (fen per yuan; one currency per deployment).
 MINOR_PER_MAJOR = 100

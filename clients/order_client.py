@@ -1,4 +1,4 @@
-"""The order-service client: a typed wrapper over the ``coffer.v1`` stubs (CONTRACT §7).
+"""The order-service client: a typed wrapper over the ``coffer.v1`` stubs (docs/api.md).
 
     from clients.order_client import OrderClient, InsufficientFunds
 
@@ -440,7 +440,7 @@ class OrderClient(Transport):
     # -- Admin -------------------------------------------------------------------------------
 
     def audit(self, shard: int | None = None, *, timeout: float | None = None) -> admin_pb2.AuditReport:
-        """The CONTRACT §8 invariant report (every shard unless ``shard`` is given)."""
+        """The ledger invariant report (every shard unless ``shard`` is given)."""
         request = admin_pb2.AuditRequest() if shard is None else admin_pb2.AuditRequest(shard=shard)
         response: admin_pb2.AuditReport = self.send("Admin.Audit", request, timeout=timeout)
         return response
