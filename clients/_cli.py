@@ -34,8 +34,11 @@ __all__ = [
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
     "FEN_FIELDS",
+    "add_charge_options",
     "add_connection_options",
     "amount_arg",
+    "bounded_int",
+    "command_line",
     "connect",
     "describe_refusal",
     "message_json",
@@ -47,6 +50,8 @@ __all__ = [
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 TARGET_ENV = "COFFER_TARGET"
 TOKEN_ENV = "COFFER_TOKEN"
+#: Attempts per call a command line accepts (the client's own bound is higher).
+MAX_ATTEMPTS = 20
 
 
 # -- argument types: exact amounts, or a clear message and exit code 2 --------------------------
@@ -74,6 +79,52 @@ def user_arg(text: str) -> int:
 
 
 # -- connection and credentials -------------------------------------------------------------------
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: a whole number within ``low..high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def command_line(
+    prog: str, description: str, epilog: str, *, timeout_s: float, attempts: int
+) -> argparse.ArgumentParser:
+    """A parser with the options every command line has: connection, credentials, ``--attempts``
+    and ``--json``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog)
+    add_connection_options(parser, timeout_s=timeout_s)
+    parser.add_argument(
+        "--attempts",
+        type=bounded_int(1, MAX_ATTEMPTS),
+        default=attempts,
+        help=f"attempts per call, 1-{MAX_ATTEMPTS} (default {attempts})",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per answer instead of tables (money as x_fen integers and x_yuan strings)",
+    )
+    return parser
+
+
+def add_charge_options(sub: argparse.ArgumentParser) -> None:
+    """What a charge names besides its user and merchant: the order, its total, and the legs."""
+    sub.add_argument("--order", required=True, help="order id")
+    sub.add_argument("--amount", type=amount_arg, required=True, help="order total in yuan, e.g. 150.00")
+    sub.add_argument("--points", type=units_arg, default=0, help="points to spend")
+    sub.add_argument("--coins", type=units_arg, default=0, help="coins to spend")
+    sub.add_argument("--gift-card", action="append", default=[], help="gift-card code (repeatable)")
+    sub.add_argument("--coupon", action="append", default=[], help="coupon id (repeatable)")
 
 
 def add_connection_options(parser: argparse.ArgumentParser, *, timeout_s: float) -> None:

@@ -33,6 +33,7 @@ from clients._requests import (
     LineItemLike,
     RefundItemLike,
     build_charge_request,
+    build_gift_card_issue_request,
     build_redeem_coupon_request,
     build_redeem_gift_card_request,
     build_refund_request,
@@ -177,21 +178,17 @@ class OrderClient(Transport):
         timeout: float | None = None,
     ) -> engine_pb2.IssueResponse:
         """A new card (no ``code``) or a reload of ``code``; ``response.gift_card`` holds it."""
-        return self.issue(
-            engine_pb2.IssueRequest(
-                idempotency_key=self._key(idempotency_key),
-                user_id=user_id,
-                context=context,
-                gift_card=engine_pb2.GiftCardIssue(
-                    amount=amount,
-                    code=code,
-                    payment_channel=payment_channel,
-                    channel_txn_id=channel_txn_id,
-                    ttl_days=ttl_days,
-                ),
-            ),
-            timeout=timeout,
+        request = build_gift_card_issue_request(
+            user_id,
+            amount,
+            idempotency_key=self._key(idempotency_key),
+            code=code,
+            payment_channel=payment_channel,
+            channel_txn_id=channel_txn_id,
+            ttl_days=ttl_days,
+            context=context,
         )
+        return self.issue(request, timeout=timeout)
 
     def issue_activity(
         self,
@@ -465,48 +462,25 @@ class OrderClient(Transport):
         )
         return response
 
-    def freeze_account(
+    def set_account_frozen(
         self,
         user_id: int,
+        frozen: bool,
         *,
         reason: str,
         operator_id: str,
         idempotency_key: str | None = None,
         timeout: float | None = None,
     ) -> admin_pb2.AccountState:
-        """Freeze a wallet: every movement out of it is refused (ACCOUNT_FROZEN) until unfrozen."""
-        return self._account_state(
-            "Admin.FreezeAccount", user_id, reason, operator_id, idempotency_key, timeout
-        )
-
-    def unfreeze_account(
-        self,
-        user_id: int,
-        *,
-        reason: str,
-        operator_id: str,
-        idempotency_key: str | None = None,
-        timeout: float | None = None,
-    ) -> admin_pb2.AccountState:
-        return self._account_state(
-            "Admin.UnfreezeAccount", user_id, reason, operator_id, idempotency_key, timeout
-        )
-
-    def _account_state(
-        self,
-        rpc: str,
-        user_id: int,
-        reason: str,
-        operator_id: str,
-        idempotency_key: str | None,
-        timeout: float | None,
-    ) -> admin_pb2.AccountState:
+        """Freeze (``frozen=True``) or unfreeze a wallet; while frozen, every movement out of it is
+        refused with ACCOUNT_FROZEN."""
         request = admin_pb2.FreezeAccountRequest(
             idempotency_key=self._key(idempotency_key),
             user_id=user_id,
             reason=reason,
             operator_id=operator_id,
         )
+        rpc = "Admin.FreezeAccount" if frozen else "Admin.UnfreezeAccount"
         response: admin_pb2.AccountState = self.send(rpc, request, timeout=timeout)
         return response
 
@@ -558,6 +532,7 @@ __all__ = [
     "TlsFiles",
     "balance_of",
     "build_charge_request",
+    "build_gift_card_issue_request",
     "build_redeem_coupon_request",
     "build_redeem_gift_card_request",
     "build_refund_request",

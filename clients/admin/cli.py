@@ -32,8 +32,10 @@ from clients._cli import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    add_connection_options,
+    add_charge_options,
     amount_arg,
+    bounded_int,
+    command_line,
     connect,
     units_arg,
     user_arg,
@@ -59,7 +61,6 @@ from coffer.v1 import admin_pb2, common_pb2
 __all__ = ["build_parser", "main"]
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
-MAX_ATTEMPTS = 20
 MAX_TTL_DAYS = 36_600
 MAX_HISTORY_ROWS = 200
 #: Commands that name a charge by ``--charge`` or by ``--user --order``.
@@ -77,25 +78,12 @@ COUPON_TYPES: Mapping[str, common_pb2.CouponType.ValueType] = {
 }
 
 
-def _bounded(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
-        return value
-
-    return parse
-
-
 def _reward_arg(text: str) -> admin_pb2.ActivityReward:
     """``TEMPLATE_ID`` or ``TEMPLATE_ID*QUANTITY``: coupons of a template the activity grants."""
     template_id, _, quantity = text.partition("*")
     if not template_id:
         raise argparse.ArgumentTypeError(f"{text!r} is not TEMPLATE_ID or TEMPLATE_ID*QUANTITY")
-    return admin_pb2.ActivityReward(template_id=template_id, quantity=_bounded(1, 100)(quantity or "1"))
+    return admin_pb2.ActivityReward(template_id=template_id, quantity=bounded_int(1, 100)(quantity or "1"))
 
 
 def _user(sub: argparse.ArgumentParser) -> None:
@@ -116,20 +104,13 @@ def _mutating(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="coffer",
-        description="Operate and try the coffer engine: issue value, charge, refund, inspect, audit.",
-        epilog="Amounts are yuan with at most 2 decimals (150.00); the API underneath takes integer "
+    parser = command_line(
+        "coffer",
+        "Operate and try the coffer engine: issue value, charge, refund, inspect, audit.",
+        "Amounts are yuan with at most 2 decimals (150.00); the API underneath takes integer "
         "fen. Exit codes: 0 done, 1 refused, 2 bad arguments, 3 engine unreachable.",
-    )
-    add_connection_options(parser, timeout_s=DEFAULT_TIMEOUT_SECONDS)
-    parser.add_argument(
-        "--attempts", type=_bounded(1, MAX_ATTEMPTS), default=3, help="attempts per call (default 3)"
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="one JSON object per answer (money as x_fen integers and x_yuan strings)",
+        timeout_s=DEFAULT_TIMEOUT_SECONDS,
+        attempts=3,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -142,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     points = _mutating(commands.add_parser("grant-points", help="grant loyalty points"))
     _user(points)
     points.add_argument("--points", type=units_arg, required=True, help="whole points")
-    points.add_argument("--ttl-days", type=_bounded(0, MAX_TTL_DAYS), default=0, help="0: never expire")
+    points.add_argument("--ttl-days", type=bounded_int(0, MAX_TTL_DAYS), default=0, help="0: never expire")
     points.add_argument("--reason", default="granted with coffer")
 
     coins = _mutating(commands.add_parser("grant-coins", help="grant virtual coins"))
@@ -155,12 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     sell.add_argument("--amount", type=amount_arg, required=True, help="card value in yuan")
     sell.add_argument("--channel", required=True, help="payment channel")
     sell.add_argument("--channel-txn", required=True, help="the channel's transaction id")
-    sell.add_argument("--ttl-days", type=_bounded(0, MAX_TTL_DAYS), default=0, help="0: never expires")
+    sell.add_argument("--ttl-days", type=bounded_int(0, MAX_TTL_DAYS), default=0, help="0: never expires")
 
     promo = _mutating(commands.add_parser("issue-card", help="issue a promotional gift card (no payment)"))
     _user(promo)
     promo.add_argument("--amount", type=amount_arg, required=True, help="card value in yuan")
-    promo.add_argument("--ttl-days", type=_bounded(0, MAX_TTL_DAYS), default=0, help="0: never expires")
+    promo.add_argument("--ttl-days", type=bounded_int(0, MAX_TTL_DAYS), default=0, help="0: never expires")
 
     template = _mutating(commands.add_parser("create-template", help="create a coupon template"))
     template.add_argument("--name", required=True)
@@ -168,12 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
     template.add_argument(
         "--amount-off", type=amount_arg, default=0, help="yuan off (fixed-off, no-threshold)"
     )
-    template.add_argument("--percent-bps", type=_bounded(0, 10_000), default=0, help="bps off (percent-off)")
+    template.add_argument(
+        "--percent-bps", type=bounded_int(0, 10_000), default=0, help="bps off (percent-off)"
+    )
     template.add_argument("--min-spend", type=amount_arg, default=0, help="yuan the order must reach")
     template.add_argument("--max-discount", type=amount_arg, default=0, help="cap of a percent-off, yuan")
     template.add_argument("--stock", type=units_arg, required=True, help="coupons in total")
-    template.add_argument("--per-user-limit", type=_bounded(1, 1000), default=1)
-    template.add_argument("--valid-days", type=_bounded(1, MAX_TTL_DAYS), default=30, help="after a claim")
+    template.add_argument("--per-user-limit", type=bounded_int(1, 1000), default=1)
+    template.add_argument("--valid-days", type=bounded_int(1, MAX_TTL_DAYS), default=30, help="after a claim")
 
     activity = _mutating(commands.add_parser("create-activity", help="create an activity (a reward bundle)"))
     activity.add_argument("--name", required=True)
@@ -181,17 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--coupon", type=_reward_arg, action="append", default=[], help="TEMPLATE_ID[*QUANTITY] (repeatable)"
     )
     activity.add_argument("--points", type=units_arg, default=0, help="points granted")
-    activity.add_argument("--points-ttl-days", type=_bounded(0, MAX_TTL_DAYS), default=0)
+    activity.add_argument("--points-ttl-days", type=bounded_int(0, MAX_TTL_DAYS), default=0)
 
     charge = _mutating(commands.add_parser("charge", help="pay an order from a user's wallet"))
     _user(charge)
-    charge.add_argument("--order", required=True, help="order id")
     charge.add_argument("--merchant", required=True, help="merchant id")
-    charge.add_argument("--amount", type=amount_arg, required=True, help="order total in yuan")
-    charge.add_argument("--points", type=units_arg, default=0, help="points to spend")
-    charge.add_argument("--coins", type=units_arg, default=0, help="coins to spend")
-    charge.add_argument("--gift-card", action="append", default=[], help="gift-card code (repeatable)")
-    charge.add_argument("--coupon", action="append", default=[], help="coupon id (repeatable)")
+    add_charge_options(charge)
     charge.add_argument("--authorize-only", action="store_true", help="hold the value; capture or void later")
 
     capture = _mutating(commands.add_parser("capture", help="capture an authorized charge"))
@@ -217,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     history = commands.add_parser("history", help="a user's transactions, newest first")
     _user(history)
-    history.add_argument("--limit", type=_bounded(1, MAX_HISTORY_ROWS), default=20)
+    history.add_argument("--limit", type=bounded_int(1, MAX_HISTORY_ROWS), default=20)
 
     for name, text in (("freeze", "freeze a wallet"), ("unfreeze", "unfreeze a wallet")):
         account = _mutating(commands.add_parser(name, help=text))
@@ -226,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         account.add_argument("--operator", default=OPERATOR_DEFAULT, help="who does it (for the audit trail)")
 
     audit = commands.add_parser("audit", help="check the ledger invariants on every shard (or one)")
-    audit.add_argument("--shard", type=_bounded(0, 1023), default=None, help="physical shard index")
+    audit.add_argument("--shard", type=bounded_int(0, 1023), default=None, help="physical shard index")
 
     commands.add_parser("health", help="grpc.health.v1 Check; exit 0 only when SERVING")
     for sub in commands.choices.values():
@@ -336,8 +314,13 @@ def _move(client: OrderClient, args: argparse.Namespace, key: str) -> Any:
 
 
 def _account(client: OrderClient, args: argparse.Namespace, key: str) -> Any:
-    change = client.freeze_account if args.command == "freeze" else client.unfreeze_account
-    return change(args.user, reason=args.reason, operator_id=args.operator, idempotency_key=key)
+    return client.set_account_frozen(
+        args.user,
+        args.command == "freeze",
+        reason=args.reason,
+        operator_id=args.operator,
+        idempotency_key=key,
+    )
 
 
 def _read(client: OrderClient, args: argparse.Namespace) -> Any:

@@ -37,11 +37,11 @@ from clients._cli import (
     EXIT_REFUSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
-    add_connection_options,
+    add_charge_options,
     amount_arg,
+    command_line,
     connect,
     describe_refusal,
-    units_arg,
     user_arg,
 )
 from clients._render import (
@@ -62,6 +62,7 @@ from clients.order_client import (
     OrderClient,
     RetryPolicy,
     build_charge_request,
+    build_gift_card_issue_request,
     build_redeem_coupon_request,
     build_redeem_gift_card_request,
     build_refund_request,
@@ -104,13 +105,14 @@ def _terminal_id(raw: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="coffer-pos",
-        description="Cashier till for coffer: balance checks, redemptions, charges and refunds.",
-        epilog="Amounts are yuan with at most 2 decimals (150.00). Exit codes: 0 done, 1 refused, "
+    parser = command_line(
+        "coffer-pos",
+        "Cashier till for coffer: balance checks, redemptions, charges and refunds.",
+        "Amounts are yuan with at most 2 decimals (150.00). Exit codes: 0 done, 1 refused, "
         "2 bad input, 3 engine unreachable (kept in the journal), 4 journal busy.",
+        timeout_s=DEFAULT_TIMEOUT_SECONDS,
+        attempts=5,
     )
-    add_connection_options(parser, timeout_s=DEFAULT_TIMEOUT_SECONDS)
     parser.add_argument(
         "--journal",
         default=None,
@@ -120,12 +122,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--terminal",
         default=os.environ.get("COFFER_POS_TERMINAL", socket.gethostname()),
         help="this till's id, part of every idempotency key (default $COFFER_POS_TERMINAL or hostname)",
-    )
-    parser.add_argument("--attempts", type=int, default=5, help="attempts per call (1-20)")
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="print the answer as JSON instead of tables (money as x_fen integers and x_yuan strings)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -154,12 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     charge = commands.add_parser("charge", help="charge a user's wallet for an order")
     charge.add_argument("--user", type=user_arg, required=True)
-    charge.add_argument("--order", required=True, help="order id")
-    charge.add_argument("--amount", type=amount_arg, required=True, help="order total, e.g. 150.00")
-    charge.add_argument("--points", type=units_arg, default=0, help="points to spend")
-    charge.add_argument("--coins", type=units_arg, default=0, help="coins to spend")
-    charge.add_argument("--gift-card", action="append", default=[], help="gift-card code (repeatable)")
-    charge.add_argument("--coupon", action="append", default=[], help="coupon id (repeatable)")
+    add_charge_options(charge)
     merchant(charge)
 
     refund = commands.add_parser("refund", help="refund (part of) a charge or till redemption")
@@ -337,15 +328,13 @@ def _prepare(args: argparse.Namespace, key: str) -> tuple[str, str, Message]:
         )
         return "TransactionEngine.Redeem", f"card {args.code} {format_fen(args.amount)}", request
     if command == "sell-card":
-        request = engine_pb2.IssueRequest(
+        request = build_gift_card_issue_request(
+            args.user,
+            args.amount,
             idempotency_key=key,
-            user_id=args.user,
-            gift_card=engine_pb2.GiftCardIssue(
-                amount=args.amount,
-                payment_channel=args.channel,
-                channel_txn_id=args.channel_txn,
-                ttl_days=args.ttl_days,
-            ),
+            payment_channel=args.channel,
+            channel_txn_id=args.channel_txn,
+            ttl_days=args.ttl_days,
         )
         summary = f"card for user {args.user} {format_fen(args.amount)} via {args.channel} {args.channel_txn}"
         return "TransactionEngine.Issue", summary, request
@@ -376,8 +365,8 @@ def _run_command(args: argparse.Namespace, journal: Journal, client: OrderClient
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 1 <= args.attempts <= 20 or args.timeout <= 0:
-        parser.error("--attempts must be within 1..20 and --timeout positive")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
     if args.command == "sell-card" and not 0 <= args.ttl_days <= MAX_TTL_DAYS:
         parser.error(f"--ttl-days must be within 0..{MAX_TTL_DAYS}")
     out = Output(args.json, RENDERERS)
