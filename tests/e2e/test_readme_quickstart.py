@@ -10,6 +10,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ def _cash_left(output: str) -> list[str]:
 
 
 def test_readme_quickstart_runs_verbatim(tmp_path: Path) -> None:
-    commands = quickstart_commands((REPOSITORY / "README.md").read_text())
+    readme = (REPOSITORY / "README.md").read_text()
+    commands = quickstart_commands(readme)
     assert any(shlex.split(line)[1:2] == ["top-up"] for line in commands)
     script = REPOSITORY / ".venv" / "bin" / "coffer"
     assert script.exists(), "the coffer console script is missing: run make .venv/.installed"
@@ -52,6 +54,19 @@ def test_readme_quickstart_runs_verbatim(tmp_path: Path) -> None:
             )
             assert done.returncode == 0, f"{line!r} failed ({done.returncode}): {done.stderr}"
             outputs.append((line, done.stdout, done.stderr))
+        # The Python snippet (after the commands), pointed at this engine's port.
+        snippet = re.search(r"```python\n(.*?)```", readme.split(MARKER, 1)[1], re.S)
+        assert snippet is not None and "127.0.0.1:50051" in snippet.group(1)
+        done = subprocess.run(
+            [sys.executable, "-c", snippet.group(1).replace("127.0.0.1:50051", engine.target)],
+            cwd=REPOSITORY,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+        )
+        assert done.returncode == 0, done.stderr
+        charge_id, cash_fen, left_fen = done.stdout.split()
+        assert charge_id.startswith("ch_") and (cash_fen, left_fen) == ("3000", "15000")
     finally:
         engine.terminate()
     by_command = {shlex.split(line)[1]: (out, err) for line, out, err in outputs}
