@@ -237,6 +237,9 @@ def message_json(message: Message) -> dict[str, Any]:
 #: ErrorInfo metadata keys that carry fen (``needed`` only for a money asset, see below).
 _FEN_METADATA = ("needed", "captured", "refunded", "authorized", "cap_fen", "limit")
 _INSTRUMENT_GIFT_CARD = "GIFT_CARD"
+#: ErrorInfo metadata names an asset without the enum's prefix ("POINTS", not "ASSET_POINTS").
+_METADATA_POINTS = common_pb2.Asset.Name(common_pb2.ASSET_POINTS).removeprefix("ASSET_")
+_METADATA_COINS = common_pb2.Asset.Name(common_pb2.ASSET_COINS).removeprefix("ASSET_")
 
 
 def _fen(metadata: Mapping[str, str], key: str) -> int | None:
@@ -259,9 +262,9 @@ def _insufficient(error: CofferError, requested_fen: int | None) -> str:
     if _is_card(metadata):
         return f"gift card {metadata.get('code', '?')} holds less than {_yuan(metadata, 'needed')}"
     asset = metadata.get("asset", "")
-    if asset == common_pb2.Asset.Name(common_pb2.ASSET_POINTS):
+    if asset == _METADATA_POINTS:
         return f"fewer than {metadata.get('needed', '?')} points are available"
-    if asset == common_pb2.Asset.Name(common_pb2.ASSET_COINS):
+    if asset == _METADATA_COINS:
         return f"fewer than {metadata.get('needed', '?')} coins are available"
     return f"the cash balance holds less than the {_yuan(metadata, 'needed')} it would have to pay"
 
@@ -318,10 +321,9 @@ def describe_refusal(error: CofferError, *, requested_fen: int | None = None) ->
 
 def _metadata_amounts(error: CofferError) -> dict[str, Any]:
     amounts: dict[str, Any] = {}
-    counted = error.metadata.get("asset") in (
-        common_pb2.Asset.Name(common_pb2.ASSET_POINTS),
-        common_pb2.Asset.Name(common_pb2.ASSET_COINS),
-    ) and not _is_card(error.metadata)
+    counted = error.metadata.get("asset") in (_METADATA_POINTS, _METADATA_COINS) and not _is_card(
+        error.metadata
+    )
     for key in _FEN_METADATA:
         value = _fen(error.metadata, key)
         if value is None or (key == "needed" and counted):
