@@ -473,9 +473,8 @@ def test_a_till_acts_for_its_own_merchant_only(secure_engine: SecureEngine) -> N
         )
     )
     # Nothing applied: the other merchant's charge is untouched, the balance is what the charges left.
-    assert (
-        orders.call(orders.engine, "GetCharge", engine_pb2.GetChargeRequest(charge_id=theirs)).refunded_amount == 0
-    )
+    untouched = orders.call(orders.engine, "GetCharge", engine_pb2.GetChargeRequest(charge_id=theirs))
+    assert untouched.refunded_amount == 0
     wallet = orders.call(orders.engine, "GetWallet", engine_pb2.GetWalletRequest(user_id=user))
     assert wallet.balances[0].available == 10_000 - 2_000
 
