@@ -90,20 +90,14 @@ def secure_engine(request: pytest.FixtureRequest) -> SecureEngine:
 
 def top_up(user: int, amount: int = 1_000) -> engine_pb2.IssueRequest:
     name = key("topup")
-    return engine_pb2.IssueRequest(
-        idempotency_key=name,
-        user_id=user,
-        top_up=engine_pb2.TopUp(amount=amount, payment_channel="alipay", channel_txn_id=name),
-    )
+    paid = engine_pb2.TopUp(amount=amount, payment_channel="alipay", channel_txn_id=name)
+    return engine_pb2.IssueRequest(idempotency_key=name, user_id=user, top_up=paid)
 
 
 def gift_card_purchase(user: int, amount: int = 500) -> engine_pb2.IssueRequest:
     name = key("gc")
-    return engine_pb2.IssueRequest(
-        idempotency_key=name,
-        user_id=user,
-        gift_card=engine_pb2.GiftCardIssue(amount=amount, payment_channel="alipay", channel_txn_id=name),
-    )
+    paid = engine_pb2.GiftCardIssue(amount=amount, payment_channel="alipay", channel_txn_id=name)
+    return engine_pb2.IssueRequest(idempotency_key=name, user_id=user, gift_card=paid)
 
 
 def charge(user: int, merchant_id: str, amount: int = 100) -> engine_pb2.ChargeRequest:
@@ -136,56 +130,39 @@ def _issue(**kind: Any) -> Callable[[], engine_pb2.IssueRequest]:
 
 
 E, A = ENGINE_SERVICE, ADMIN_SERVICE
+
+
+def rpc(service: str, name: str, request: Callable[[], Any], *allowed: Role) -> Variant:
+    return Variant(name, service, name, request, frozenset(allowed))
+
+
+def issue(kind: str, request: Callable[[], Any], *allowed: Role) -> Variant:
+    return Variant(f"Issue/{kind}", E, "Issue", request, frozenset(allowed))
+
+
+def no_charge() -> str:
+    return "ch-x"
+
+
 VARIANTS = [
-    Variant("Issue/top_up", E, "Issue", lambda: top_up(MATRIX_USER), frozenset({PC})),
-    Variant("Issue/gift_card purchase", E, "Issue", lambda: gift_card_purchase(MATRIX_USER), frozenset({PC})),
-    Variant(
-        "Issue/gift_card promotional",
-        E,
-        "Issue",
-        _issue(gift_card=engine_pb2.GiftCardIssue(amount=100)),
-        frozenset({OPS}),
-    ),
-    Variant("Issue/points", E, "Issue", _issue(points=engine_pb2.PointsGrant(points=10)), frozenset({OPS})),
-    Variant("Issue/coins", E, "Issue", _issue(coins=engine_pb2.CoinsGrant(coins=10)), frozenset({OPS})),
-    Variant(
-        "Issue/coupon",
-        E,
-        "Issue",
-        _issue(coupon=engine_pb2.CouponClaim(template_id="tp-none")),
-        frozenset({OPS}),
-    ),
-    Variant(
-        "Issue/activity",
-        E,
-        "Issue",
-        _issue(activity=engine_pb2.ActivityGrant(activity_id="ac-none")),
-        frozenset({OPS}),
-    ),
-    Variant("Charge", E, "Charge", lambda: charge(MATRIX_USER, POS_MERCHANT_ID), frozenset({OS, POS})),
-    Variant(
-        "Capture",
-        E,
-        "Capture",
-        lambda: engine_pb2.CaptureRequest(idempotency_key=key(), charge_id="ch-x"),
-        frozenset({OS}),
-    ),
-    Variant(
-        "Void",
-        E,
-        "Void",
-        lambda: engine_pb2.VoidRequest(idempotency_key=key(), charge_id="ch-x"),
-        frozenset({OS}),
-    ),
-    Variant(
-        "Refund",
+    issue("top_up", lambda: top_up(MATRIX_USER), PC),
+    issue("gift_card purchase", lambda: gift_card_purchase(MATRIX_USER), PC),
+    issue("gift_card promotional", _issue(gift_card=engine_pb2.GiftCardIssue(amount=100)), OPS),
+    issue("points", _issue(points=engine_pb2.PointsGrant(points=10)), OPS),
+    issue("coins", _issue(coins=engine_pb2.CoinsGrant(coins=10)), OPS),
+    issue("coupon", _issue(coupon=engine_pb2.CouponClaim(template_id="tp-none")), OPS),
+    issue("activity", _issue(activity=engine_pb2.ActivityGrant(activity_id="ac-none")), OPS),
+    rpc(E, "Charge", lambda: charge(MATRIX_USER, POS_MERCHANT_ID), OS, POS),
+    rpc(E, "Capture", lambda: engine_pb2.CaptureRequest(idempotency_key=key(), charge_id=no_charge()), OS),
+    rpc(E, "Void", lambda: engine_pb2.VoidRequest(idempotency_key=key(), charge_id=no_charge()), OS),
+    rpc(
         E,
         "Refund",
-        lambda: engine_pb2.RefundRequest(idempotency_key=key(), charge_id="ch-x", amount=1),
-        frozenset({OS, POS}),
+        lambda: engine_pb2.RefundRequest(idempotency_key=key(), charge_id=no_charge(), amount=1),
+        OS,
+        POS,
     ),
-    Variant(
-        "Redeem",
+    rpc(
         E,
         "Redeem",
         lambda: engine_pb2.RedeemRequest(
@@ -193,82 +170,37 @@ VARIANTS = [
             merchant_id=POS_MERCHANT_ID,
             gift_card=engine_pb2.GiftCardRedemption(code="NONE-NONE-NONE-00", amount=1),
         ),
-        frozenset({POS}),
+        POS,
     ),
-    Variant("QuoteCharge", E, "QuoteCharge", lambda: charge(MATRIX_USER, POS_MERCHANT_ID), frozenset({OS})),
-    Variant(
-        "GetWallet",
-        E,
-        "GetWallet",
-        lambda: engine_pb2.GetWalletRequest(user_id=MATRIX_USER),
-        frozenset({OS, AUD}),
+    rpc(E, "QuoteCharge", lambda: charge(MATRIX_USER, POS_MERCHANT_ID), OS),
+    rpc(E, "GetWallet", lambda: engine_pb2.GetWalletRequest(user_id=MATRIX_USER), OS, AUD),
+    rpc(E, "GetCharge", lambda: engine_pb2.GetChargeRequest(charge_id=no_charge()), OS, AUD),
+    rpc(E, "ListTransactions", lambda: engine_pb2.ListTransactionsRequest(user_id=MATRIX_USER), OS, AUD),
+    rpc(E, "GetGiftCard", lambda: engine_pb2.GetGiftCardRequest(code="NONE-NONE-NONE-00"), OS, POS, AUD),
+    rpc(A, "CreateCouponTemplate", lambda: admin_pb2.CreateCouponTemplateRequest(idempotency_key=key()), OPS),
+    rpc(A, "CreateActivity", lambda: admin_pb2.CreateActivityRequest(idempotency_key=key()), OPS),
+    rpc(
+        A, "FreezeAccount", lambda: admin_pb2.FreezeAccountRequest(idempotency_key=key(), user_id=4_243), OPS
     ),
-    Variant(
-        "GetCharge",
-        E,
-        "GetCharge",
-        lambda: engine_pb2.GetChargeRequest(charge_id="ch-x"),
-        frozenset({OS, AUD}),
-    ),
-    Variant(
-        "ListTransactions",
-        E,
-        "ListTransactions",
-        lambda: engine_pb2.ListTransactionsRequest(user_id=MATRIX_USER),
-        frozenset({OS, AUD}),
-    ),
-    Variant(
-        "GetGiftCard",
-        E,
-        "GetGiftCard",
-        lambda: engine_pb2.GetGiftCardRequest(code="NONE-NONE-NONE-00"),
-        frozenset({OS, POS, AUD}),
-    ),
-    Variant(
-        "CreateCouponTemplate",
-        A,
-        "CreateCouponTemplate",
-        lambda: admin_pb2.CreateCouponTemplateRequest(idempotency_key=key()),
-        frozenset({OPS}),
-    ),
-    Variant(
-        "CreateActivity",
-        A,
-        "CreateActivity",
-        lambda: admin_pb2.CreateActivityRequest(idempotency_key=key()),
-        frozenset({OPS}),
-    ),
-    Variant(
-        "FreezeAccount",
-        A,
-        "FreezeAccount",
-        lambda: admin_pb2.FreezeAccountRequest(idempotency_key=key(), user_id=MATRIX_USER + 1),
-        frozenset({OPS}),
-    ),
-    Variant(
-        "UnfreezeAccount",
+    rpc(
         A,
         "UnfreezeAccount",
-        lambda: admin_pb2.FreezeAccountRequest(idempotency_key=key(), user_id=MATRIX_USER + 1),
-        frozenset({OPS}),
+        lambda: admin_pb2.FreezeAccountRequest(idempotency_key=key(), user_id=4_243),
+        OPS,
     ),
-    Variant(
-        "FreezeCoupon",
-        A,
-        "FreezeCoupon",
-        lambda: admin_pb2.FreezeCouponRequest(idempotency_key=key(), coupon_id="uc-x"),
-        frozenset({OPS}),
+    rpc(
+        A, "FreezeCoupon", lambda: admin_pb2.FreezeCouponRequest(idempotency_key=key(), coupon_id="uc-x"), OPS
     ),
-    Variant(
-        "UnfreezeCoupon",
+    rpc(
         A,
         "UnfreezeCoupon",
         lambda: admin_pb2.FreezeCouponRequest(idempotency_key=key(), coupon_id="uc-x"),
-        frozenset({OPS}),
+        OPS,
     ),
-    Variant("Adjust", A, "Adjust", lambda: admin_pb2.AdjustRequest(idempotency_key=key()), frozenset({OPS})),
-    Variant("Audit", A, "Audit", lambda: admin_pb2.AuditRequest(), frozenset({OPS, AUD})),
+    rpc(A, "Adjust", lambda: admin_pb2.AdjustRequest(idempotency_key=key()), OPS),
+    rpc(A, "Audit", lambda: admin_pb2.AuditRequest(), OPS, AUD),
 ]
+
 #: Pairs that must not only pass the auth check but succeed outright.
 MUST_SUCCEED = {
     ("Issue/top_up", PC),
@@ -356,28 +288,17 @@ def _tampered(token: str) -> str:
     return f"{header}.{forged}.{signature}"
 
 
+def token_cli(*arguments: str) -> str:
+    """``python -m engine.tokens issue ARGUMENTS``: the token it prints."""
+    command = [sys.executable, "-m", "engine.tokens", "issue", *arguments]
+    return subprocess.run(command, check=True, capture_output=True, text=True, cwd=REPOSITORY).stdout.strip()
+
+
 def test_bad_tokens_are_unauthenticated_and_apply_nothing(
     token_engine: SecureEngine, certs: CertificateFiles, other_certs: CertificateFiles
 ) -> None:
     before = _wallet_cash(token_engine, 7_001)
-    expired = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.tokens",
-            "issue",
-            "--role",
-            "payment_callback",
-            "--ttl",
-            "-120",
-            "--key",
-            str(certs.signing_key),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPOSITORY,
-    ).stdout.strip()
+    expired = token_cli("--role", "payment_callback", "--ttl", "-120", "--key", str(certs.signing_key))
     bad = {
         "expired": bearer(expired),
         "another key": bearer(mint_token(other_certs, PC)),
@@ -392,24 +313,7 @@ def test_bad_tokens_are_unauthenticated_and_apply_nothing(
 
 
 def test_a_fresh_token_from_the_cli_is_accepted(token_engine: SecureEngine, certs: CertificateFiles) -> None:
-    token = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "engine.tokens",
-            "issue",
-            "--role",
-            "payment_callback",
-            "--caller",
-            "cb-1",
-            "--key",
-            str(certs.signing_key),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=REPOSITORY,
-    ).stdout.strip()
+    token = token_cli("--role", "payment_callback", "--caller", "cb-1", "--key", str(certs.signing_key))
     caller = token_engine.anonymous(metadata=bearer(token))
     assert caller.call(caller.engine, "Issue", top_up(7_002, 300)).wallet.balances[0].available == 300
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -17,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coffer.v1 import admin_pb2_grpc, engine_pb2_grpc
 from engine.security.identity import Role
 from engine.security.tokens import issue_token, load_signing_key
-from tests.support.engines import REPOSITORY, SERVING_TIMEOUT_SECONDS, EngineProcess
+from tests.support.engines import REPOSITORY, EngineProcess, wait_serving
 from tests.support.servers import free_port
 
 __all__ = [
@@ -122,25 +120,17 @@ class SecureCaller:
         self.channel.close()
 
 
-def tls_channel(port: int, ca: bytes, client_pair: tuple[bytes, bytes] | None = None) -> grpc.Channel:
+def _credentials(ca: bytes, client_pair: tuple[bytes, bytes] | None) -> grpc.ChannelCredentials:
     key, chain = client_pair if client_pair is not None else (None, None)
-    credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
-    return grpc.secure_channel(f"localhost:{port}", credentials)
+    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
+
+
+def tls_channel(port: int, ca: bytes, client_pair: tuple[bytes, bytes] | None = None) -> grpc.Channel:
+    return grpc.secure_channel(f"localhost:{port}", _credentials(ca, client_pair))
 
 
 def wait_serving_tls(port: int, ca: bytes, client_pair: tuple[bytes, bytes] | None = None) -> None:
-    deadline = time.monotonic() + SERVING_TIMEOUT_SECONDS
-    with tls_channel(port, ca, client_pair) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                response = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"the TLS engine on port {port} did not become SERVING")
+    wait_serving(f"localhost:{port}", credentials=_credentials(ca, client_pair))
 
 
 class SecureEngine:
