@@ -40,6 +40,9 @@ __all__ = [
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
+Handler = grpc.RpcMethodHandler[Any, Any]
+#: What an interceptor is given to find the handler of a call.
+HandlerLookup = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
 AUTHORIZATION_METADATA = "authorization"
 _BEARER = "bearer "
 _PEER_CERTIFICATE = "x509_pem_cert"
@@ -131,10 +134,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._authenticator = authenticator
 
     async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        self, continuation: HandlerLookup, handler_call_details: grpc.HandlerCallDetails
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
         if handler is None or _service_of(method) in OPEN_SERVICES:
@@ -151,9 +152,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise AssertionError("abort always raises") from error  # pragma: no cover
         return caller
 
-    def _guard(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str, rule: RpcRule | None
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def _guard(self, handler: Handler, method: str, rule: RpcRule | None) -> Handler:
         inner = handler.unary_unary
         if inner is None:
             # No coffer RPC streams yet: a streaming one is refused until its rule is written here.
@@ -174,9 +173,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             response_serializer=handler.response_serializer,
         )
 
-    def _refusing(
-        self, handler: grpc.RpcMethodHandler[Any, Any], method: str
-    ) -> grpc.RpcMethodHandler[Any, Any]:
+    def _refusing(self, handler: Handler, method: str) -> Handler:
         async def refuse(request: Any, context: Context) -> None:
             await self._admit(method, None, request, context)
 

@@ -348,6 +348,17 @@ def _forbidden(call: Callable[[], Any]) -> None:
     assert (details.code, details.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_FORBIDDEN")
 
 
+def redeem_card(merchant_id: str, code: str, amount: int) -> engine_pb2.RedeemRequest:
+    card = engine_pb2.GiftCardRedemption(code=code, amount=amount)
+    return engine_pb2.RedeemRequest(idempotency_key=key("redeem"), merchant_id=merchant_id, gift_card=card)
+
+
+def refund(charge_id: str, amount: int, idempotency_key: str | None = None) -> engine_pb2.RefundRequest:
+    return engine_pb2.RefundRequest(
+        idempotency_key=idempotency_key or key("refund"), charge_id=charge_id, amount=amount
+    )
+
+
 def test_a_till_acts_for_its_own_merchant_only(secure_engine: SecureEngine) -> None:
     user = 8_000 + next(_numbers)
     callback, orders, till = secure_engine.caller(PC), secure_engine.caller(OS), secure_engine.caller(POS)
@@ -357,25 +368,9 @@ def test_a_till_acts_for_its_own_merchant_only(secure_engine: SecureEngine) -> N
     ours = till.call(till.engine, "Charge", charge(user, POS_MERCHANT_ID, 1_000)).charge_id
 
     _forbidden(lambda: till.call(till.engine, "Charge", charge(user, OTHER_MERCHANT, 100)))
-    _forbidden(
-        lambda: till.call(
-            till.engine,
-            "Redeem",
-            engine_pb2.RedeemRequest(
-                idempotency_key=key(),
-                merchant_id=OTHER_MERCHANT,
-                gift_card=engine_pb2.GiftCardRedemption(code=card, amount=100),
-            ),
-        )
-    )
+    _forbidden(lambda: till.call(till.engine, "Redeem", redeem_card(OTHER_MERCHANT, card, 100)))
     refund_key = key("refund")
-    _forbidden(
-        lambda: till.call(
-            till.engine,
-            "Refund",
-            engine_pb2.RefundRequest(idempotency_key=refund_key, charge_id=theirs, amount=100),
-        )
-    )
+    _forbidden(lambda: till.call(till.engine, "Refund", refund(theirs, 100, refund_key)))
     # Nothing applied: the other merchant's charge is untouched, the balance is what the charges left.
     untouched = orders.call(orders.engine, "GetCharge", engine_pb2.GetChargeRequest(charge_id=theirs))
     assert untouched.refunded_amount == 0
@@ -383,28 +378,12 @@ def test_a_till_acts_for_its_own_merchant_only(secure_engine: SecureEngine) -> N
     assert wallet.balances[0].available == 10_000 - 2_000
 
     # ... and the key was left unclaimed: the till may use it for its own merchant's charge.
-    refunded = till.call(
-        till.engine,
-        "Refund",
-        engine_pb2.RefundRequest(idempotency_key=refund_key, charge_id=ours, amount=100),
-    )
+    refunded = till.call(till.engine, "Refund", refund(ours, 100, refund_key))
     assert refunded.charge.refunded_amount == 100 and not refunded.replayed
-    redeemed = till.call(
-        till.engine,
-        "Redeem",
-        engine_pb2.RedeemRequest(
-            idempotency_key=key(),
-            merchant_id=POS_MERCHANT_ID,
-            gift_card=engine_pb2.GiftCardRedemption(code=card, amount=100),
-        ),
-    )
+    redeemed = till.call(till.engine, "Redeem", redeem_card(POS_MERCHANT_ID, card, 100))
     assert redeemed.transaction_id
     # A till redemption is refundable by its own till (its transaction id is a charge id).
-    back = till.call(
-        till.engine,
-        "Refund",
-        engine_pb2.RefundRequest(idempotency_key=key(), charge_id=redeemed.transaction_id, amount=100),
-    )
+    back = till.call(till.engine, "Refund", refund(redeemed.transaction_id, 100))
     assert back.charge.refunded_amount == 100
 
 
