@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 
@@ -40,9 +40,10 @@ __all__ = [
 ]
 
 Context = grpc.aio.ServicerContext[Any, Any]
-Handler = grpc.RpcMethodHandler[Any, Any]
+# grpc's handler type is generic only to the type checker, hence the quoted aliases.
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 #: What an interceptor is given to find the handler of a call.
-HandlerLookup = Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]
+HandlerLookup: TypeAlias = "Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]]"
 AUTHORIZATION_METADATA = "authorization"
 _BEARER = "bearer "
 _PEER_CERTIFICATE = "x509_pem_cert"
