@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/coffer/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-scale loadtest system-packages clean
+.PHONY: run test lint proto proto-check bench bench-scale loadtest system-packages certs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-scale: $(STAMP) system-packages
 ## loadtest: a 60 s, 32-way harness run on SQLite and on PostgreSQL, each ending in the audit
 loadtest: $(STAMP) system-packages
 	$(PY) -m clients.loadtest.suite --duration 60 --concurrency 32
+
+## certs: a development CA, server and per-role client certificates, token keys under var/certs/ (docs/security.md)
+certs: $(STAMP)
+	$(PY) scripts/make_certs.py --out var/certs
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
