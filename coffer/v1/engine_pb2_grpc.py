@@ -40,6 +40,11 @@ class TransactionEngineStub:
                 request_serializer=coffer_dot_v1_dot_engine__pb2.IssueRequest.SerializeToString,
                 response_deserializer=coffer_dot_v1_dot_engine__pb2.IssueResponse.FromString,
                 _registered_method=True)
+        self.IssueBatch = channel.unary_unary(
+                '/coffer.v1.TransactionEngine/IssueBatch',
+                request_serializer=coffer_dot_v1_dot_engine__pb2.IssueBatchRequest.SerializeToString,
+                response_deserializer=coffer_dot_v1_dot_engine__pb2.IssueBatchResponse.FromString,
+                _registered_method=True)
         self.Charge = channel.unary_unary(
                 '/coffer.v1.TransactionEngine/Charge',
                 request_serializer=coffer_dot_v1_dot_engine__pb2.ChargeRequest.SerializeToString,
@@ -97,6 +102,13 @@ class TransactionEngineServicer:
 
     def Issue(self, request, context):
         """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueBatch(self, request, context):
+        """Up to 10,000 Issue requests in one call, each applied or refused on its own (docs/bulk.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -172,6 +184,11 @@ def add_TransactionEngineServicer_to_server(servicer, server):
                     servicer.Issue,
                     request_deserializer=coffer_dot_v1_dot_engine__pb2.IssueRequest.FromString,
                     response_serializer=coffer_dot_v1_dot_engine__pb2.IssueResponse.SerializeToString,
+            ),
+            'IssueBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueBatch,
+                    request_deserializer=coffer_dot_v1_dot_engine__pb2.IssueBatchRequest.FromString,
+                    response_serializer=coffer_dot_v1_dot_engine__pb2.IssueBatchResponse.SerializeToString,
             ),
             'Charge': grpc.unary_unary_rpc_method_handler(
                     servicer.Charge,
@@ -251,6 +268,33 @@ class TransactionEngine:
             '/coffer.v1.TransactionEngine/Issue',
             coffer_dot_v1_dot_engine__pb2.IssueRequest.SerializeToString,
             coffer_dot_v1_dot_engine__pb2.IssueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coffer.v1.TransactionEngine/IssueBatch',
+            coffer_dot_v1_dot_engine__pb2.IssueBatchRequest.SerializeToString,
+            coffer_dot_v1_dot_engine__pb2.IssueBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

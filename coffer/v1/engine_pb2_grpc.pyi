@@ -34,6 +34,8 @@ class TransactionEngineStub:
     def __new__(cls, channel: _aio.Channel) -> TransactionEngineAsyncStub: ...
     Issue: _grpc.UnaryUnaryMultiCallable[_engine_pb2.IssueRequest, _engine_pb2.IssueResponse]
     """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle."""
+    IssueBatch: _grpc.UnaryUnaryMultiCallable[_engine_pb2.IssueBatchRequest, _engine_pb2.IssueBatchResponse]
+    """Up to 10,000 Issue requests in one call, each applied or refused on its own (docs/bulk.md)."""
     Charge: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ChargeRequest, _engine_pb2.ChargeResponse]
     """Pays an order from coupons, points, coins, gift cards and cash, all legs or none."""
     Capture: _grpc.UnaryUnaryMultiCallable[_engine_pb2.CaptureRequest, _engine_pb2.CaptureResponse]
@@ -53,6 +55,8 @@ class TransactionEngineAsyncStub(TransactionEngineStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Issue: _aio.UnaryUnaryMultiCallable[_engine_pb2.IssueRequest, _engine_pb2.IssueResponse]  # type: ignore[assignment]
     """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle."""
+    IssueBatch: _aio.UnaryUnaryMultiCallable[_engine_pb2.IssueBatchRequest, _engine_pb2.IssueBatchResponse]  # type: ignore[assignment]
+    """Up to 10,000 Issue requests in one call, each applied or refused on its own (docs/bulk.md)."""
     Charge: _aio.UnaryUnaryMultiCallable[_engine_pb2.ChargeRequest, _engine_pb2.ChargeResponse]  # type: ignore[assignment]
     """Pays an order from coupons, points, coins, gift cards and cash, all legs or none."""
     Capture: _aio.UnaryUnaryMultiCallable[_engine_pb2.CaptureRequest, _engine_pb2.CaptureResponse]  # type: ignore[assignment]
@@ -75,6 +79,14 @@ class TransactionEngineServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_engine_pb2.IssueResponse, _abc.Awaitable[_engine_pb2.IssueResponse]]:
         """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle."""
+
+    @_abc_1.abstractmethod
+    def IssueBatch(
+        self,
+        request: _engine_pb2.IssueBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.IssueBatchResponse, _abc.Awaitable[_engine_pb2.IssueBatchResponse]]:
+        """Up to 10,000 Issue requests in one call, each applied or refused on its own (docs/bulk.md)."""
 
     @_abc_1.abstractmethod
     def Charge(
