@@ -27,6 +27,7 @@ one through the single use case before any of them is answered, so each gets its
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import defaultdict
@@ -42,8 +43,7 @@ from engine.domain.errors import CofferError, Reason, invalid_argument, require
 from engine.domain.grants import post_credit, post_grant, split_grant
 from engine.domain.ledger import COINS_ISSUED, POINTS_ISSUED, Posting, TransactionType
 from engine.domain.money import Asset
-from engine.domain.results import IssueResult
-from engine.domain.serialization import dumps, payload_digest
+from engine.domain.serialization import to_jsonable
 from engine.domain.time_units import expiry_after_days
 from engine.service.context import EngineContext
 from engine.service.idempotent import key_reused
@@ -57,7 +57,15 @@ from engine.storage.points_debt import pay_points_debt
 from engine.storage.router import Shard
 from engine.storage.unit_of_work import UnitOfWork, run_transaction
 
-__all__ = ["MAX_BATCH_ITEMS", "MAX_CHUNK_ITEMS", "BatchItem", "ItemOutcome", "issue_batch"]
+__all__ = [
+    "MAX_BATCH_ITEMS",
+    "MAX_CHUNK_ITEMS",
+    "BatchItem",
+    "ItemOutcome",
+    "grant_digest",
+    "issue_batch",
+    "stored_answer",
+]
 
 logger = logging.getLogger("coffer.batch")
 
@@ -117,7 +125,7 @@ def issue_batch(
             outcomes[index] = ItemOutcome(index, error=error)
             continue
         if isinstance(item.spec, PointsSpec | CoinsSpec):
-            grants.append(_Grant(index, item, item.spec, payload_digest(ISSUE_OPERATION, item)))
+            grants.append(_Grant(index, item, item.spec, grant_digest(item, item.spec)))
         else:
             singles.append((index, item))
     # A key shared with an item-by-item kind keeps arrival order only if all its uses run that way.
@@ -304,10 +312,8 @@ def _apply_fresh(
     append_transactions(connection, records)
     # The answers: each item's wallet as of the chunk's commit (balances only, CONTRACT §2).
     wallets = read_balance_wallets(connection, list(virtual_shards), now_us)
-    answers = [
-        dumps(IssueResult(transaction_id=record.transaction_id, wallet=wallets[record.user_id]))
-        for record in records
-    ]
+    wallet_forms = {user: to_jsonable(wallet) for user, wallet in wallets.items()}
+    answers = [stored_answer(record.transaction_id, wallet_forms[record.user_id]) for record in records]
     store_responses(
         connection,
         {
@@ -320,6 +326,37 @@ def _apply_fresh(
         ItemOutcome(grant.index, transaction_id=record.transaction_id)
         for grant, record in zip(fresh, records, strict=True)
     ]
+
+
+def grant_digest(command: IssueCommand, spec: PointsSpec | CoinsSpec) -> str:
+    """``payload_digest(ISSUE_OPERATION, command)`` of a grant, from the same JSON document built
+    directly (a campaign digests a million of them; tests/unit/test_issue_batch_forms.py holds
+    the two equal)."""
+    fields: dict[str, object] = (
+        {"points": spec.points, "ttl_days": spec.ttl_days, "reason": spec.reason}
+        if isinstance(spec, PointsSpec)
+        else {"coins": spec.coins, "reason": spec.reason}
+    )
+    body = {
+        "idempotency_key": command.idempotency_key,
+        "user_id": command.user_id,
+        "spec": {"__type__": type(spec).__name__, **fields},
+    }
+    text = json.dumps({"operation": ISSUE_OPERATION, "body": body}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stored_answer(transaction_id: str, wallet_form: object) -> str:
+    """``dumps(IssueResult(transaction_id, wallet))`` — the answer a single Issue stores — from the
+    wallet's JSON form computed once per user (tests/unit/test_issue_batch_forms.py)."""
+    document = {
+        "coupons": [],
+        "gift_card": None,
+        "replayed": False,
+        "transaction_id": transaction_id,
+        "wallet": wallet_form,
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
 def _credit_order(credit: tuple[int, Asset]) -> tuple[int, str]:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.domain.errors import CofferError, InvariantViolation, Reason, require
 from engine.domain.money import MAX_BALANCE_FEN, Asset, balance_limit_error
-from engine.storage.bulk import unnest_select, user_in
+from engine.storage.bulk import pg_arrays, unnest_select, user_in, users_parameter
 from engine.storage.schema import balances
 
 
@@ -156,11 +156,13 @@ def credit_available_many(connection: Connection, credits: Sequence[tuple[int, A
     if connection.dialect.name == "postgresql":
         credited = connection.execute(
             _PG_CREDIT_MANY,
-            {
-                "user_id": [user for user, _, _ in credits],
-                "asset": [asset.value for _, asset, _ in credits],
-                "available": [amount for _, _, amount in credits],
-            },
+            pg_arrays(
+                {
+                    "user_id": [user for user, _, _ in credits],
+                    "asset": [asset.value for _, asset, _ in credits],
+                    "available": [amount for _, _, amount in credits],
+                }
+            ),
         ).all()
     else:
         credited = connection.execute(
@@ -182,5 +184,5 @@ def lock_points_balances(connection: Connection, user_ids: Sequence[int]) -> Non
         )
         .order_by(balances.c.user_id)
         .with_for_update(),
-        {"p_users": sorted(user_ids)},
+        {"p_users": users_parameter(connection, sorted(user_ids))},
     ).all()

@@ -10,7 +10,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
 from engine.domain.errors import CofferError, Reason
-from engine.storage.bulk import Columns, as_dicts, is_postgresql, row_count, unnest_select
+from engine.storage.bulk import Columns, as_dicts, is_postgresql, pg_arrays, row_count, unnest_select
 from engine.storage.dialect import insert_or_ignore
 from engine.storage.schema import idempotency_keys
 from engine.storage.unit_of_work import is_lock_timeout
@@ -125,7 +125,7 @@ def claim_keys(connection: Connection, rows: Columns) -> set[tuple[int, str]]:
     if row_count(rows) == 0:
         return set()
     if is_postgresql(connection):
-        result = connection.execute(_PG_CLAIM_KEYS, {name: list(rows[name]) for name in _CLAIM_COLUMNS})
+        result = connection.execute(_PG_CLAIM_KEYS, pg_arrays({name: rows[name] for name in _CLAIM_COLUMNS}))
     else:
         result = connection.execute(
             _SQLITE_CLAIM_KEYS, [{**row, "response": None} for row in as_dicts(rows)]
@@ -164,7 +164,7 @@ def store_responses(connection: Connection, rows: Columns) -> None:
     if row_count(rows) == 0:
         return
     if is_postgresql(connection):
-        connection.execute(_PG_STORE_RESPONSES, {name: list(values) for name, values in rows.items()})
+        connection.execute(_PG_STORE_RESPONSES, pg_arrays(rows))
         return
     connection.execute(
         _STORE_RESPONSE,
