@@ -112,6 +112,18 @@ def test_a_second_engine_on_a_taken_port_refuses_and_the_first_keeps_serving(tmp
         assert first.terminate() == 0
 
 
+def wait_for_serving_workers(log: Path, count: int, timeout_s: float = 60) -> None:
+    """Until ``count`` processes have logged that they serve (JSON log lines carry the pid)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        records = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        serving = {record["pid"] for record in records if "serving on" in str(record.get("message", ""))}
+        if len(serving) >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"fewer than {count} workers logged that they serve within {timeout_s} s")
+
+
 def test_workers_share_their_port_but_no_other_engine_joins(tmp_path: Path) -> None:
     log = tmp_path / "engine.log"
     process = EngineProcess(
@@ -119,6 +131,9 @@ def test_workers_share_their_port_but_no_other_engine_joins(tmp_path: Path) -> N
         log_path=log,
     )
     try:
+        # The parent answers once its first worker serves; the second may still be starting on a
+        # loaded machine, and connections made before it listens all land on the first.
+        wait_for_serving_workers(log, 2)
         for index in range(20):
             # A new channel per call: SO_REUSEPORT spreads new connections over the workers.
             with grpc.insecure_channel(process.target) as channel:
