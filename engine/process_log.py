@@ -84,3 +84,6 @@ def configure_logging(log_format: LogFormat, *, with_pid: bool = False) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(logging.INFO)
+    # Alembic narrates every migration context at INFO (twice per shard, even when there is
+    # nothing to do); the engine logs what it migrates itself, so only its warnings pass.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

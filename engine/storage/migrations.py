@@ -16,6 +16,7 @@ are adopted: checked, stamped at revision 0001, upgraded (docs/migrations.md).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from sqlalchemy import Connection, inspect, select, text
 from engine.storage.alembic.schema_v1 import VERSION_1_TABLES
 from engine.storage.router import ShardRouter
 from engine.storage.schema import shard_meta
+
+logger = logging.getLogger("coffer.migrations")
 
 __all__ = [
     "ADOPTED_REVISION",
@@ -159,7 +162,11 @@ def _migrate_shard(connection: Connection, router: ShardRouter, index: int) -> N
     config = alembic_config(connection)
     if not _check_revisions_known(connection, config, index):
         _adopt_legacy_shard(connection, config, index)
+    before = MigrationContext.configure(connection).get_current_revision()
     command.upgrade(config, "head")
+    after = MigrationContext.configure(connection).get_current_revision()
+    if after != before:
+        logger.info("shard %d: schema migrated from %s to %s", index, before or "nothing", after)
     # Written once, so a shard already at head is not written to at all.
     if _read_meta(connection).get(LEGACY_VERSION_KEY) != LEGACY_FENCE_VERSION:
         _write_meta(connection, LEGACY_VERSION_KEY, LEGACY_FENCE_VERSION)
