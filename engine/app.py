@@ -209,7 +209,7 @@ class EngineServer:
             check_port_free(settings.listen)
         self.router = _open_router(settings)
         self.context = EngineContext(self.router, settings)
-        self.runner = UseCaseRunner(settings.worker_threads)
+        self.runner = UseCaseRunner(settings.worker_threads, self.router)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         self.server = grpc.aio.server(
             options=[

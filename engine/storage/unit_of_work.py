@@ -1,10 +1,14 @@
 """A unit of work: one database transaction on one shard that rolls back unless committed,
-and the bounded retry that reruns a whole unit of work on serialization failures and deadlocks.
+the bounded retry that reruns a whole unit of work on serialization failures and deadlocks, and
+the batch transaction of group commit (:class:`BatchTransaction`): many requests' units of work
+run in one database transaction, each inside its own savepoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
@@ -26,6 +30,19 @@ T = TypeVar("T")
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
 _LOCK_TIMEOUT_SQLSTATE = "55P03"
 _CONNECTION_SQLSTATE_PREFIXES = ("08", "57P")
+
+
+__all__ = [
+    "BatchTransaction",
+    "UnitOfWork",
+    "is_lock_timeout",
+    "is_transient",
+    "is_unavailable",
+    "joined_batch",
+    "request_savepoint",
+    "run_transaction",
+    "sqlstate",
+]
 
 
 class UnitOfWork:
@@ -112,4 +129,65 @@ def run_transaction(work: Callable[[], T], *, attempts: int) -> T:
             ) from error
         if is_unavailable(error):
             raise CofferError(Reason.STORAGE_UNAVAILABLE, "the shard database is not answering") from error
+        raise
+
+
+#: The savepoint each request of a batch runs in. Re-used by name: ``ROLLBACK TO`` goes to the
+#: latest one, and none is released (COMMIT keeps every one that was not rolled back), which
+#: saves a round trip per request.
+_REQUEST_SAVEPOINT = "coffer_request"
+_ambient = threading.local()
+
+
+class BatchTransaction:
+    """The one transaction a group-commit writer runs a batch in, on its held connection.
+
+    While it is open (``with``), :func:`joined_batch` gives the calling thread its connection, so
+    a use case's unit of work joins it (inside :func:`request_savepoint`) instead of opening its
+    own. Rolls back unless :meth:`commit` was called."""
+
+    def __init__(self, engine: Engine, connection: Connection) -> None:
+        self.engine = engine
+        self.connection = connection
+        self._committed = False
+
+    def __enter__(self) -> BatchTransaction:
+        self._transaction = self.connection.begin()
+        _ambient.batch = self
+        return self
+
+    def commit(self) -> None:
+        self._transaction.commit()
+        self._committed = True
+
+    def __exit__(
+        self,
+        exception_type: type[BaseException] | None,
+        exception: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        _ambient.batch = None
+        if not self._committed and self._transaction.is_active:
+            self._transaction.rollback()
+
+
+def joined_batch(engine: Engine) -> Connection | None:
+    """The connection of the batch this thread is running on ``engine``, or ``None`` (then the
+    caller opens its own unit of work)."""
+    batch: BatchTransaction | None = getattr(_ambient, "batch", None)
+    if batch is None or batch.engine is not engine:
+        return None
+    return batch.connection
+
+
+@contextlib.contextmanager
+def request_savepoint(connection: Connection) -> Iterator[None]:
+    """One request's share of a batch: a refusal (:class:`CofferError`) undoes exactly this
+    request's statements and leaves the batch open for its neighbours. Any other exception
+    leaves the transaction as it is: the writer rolls the whole batch back and reruns it."""
+    connection.exec_driver_sql(f"SAVEPOINT {_REQUEST_SAVEPOINT}")
+    try:
+        yield
+    except CofferError:
+        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_REQUEST_SAVEPOINT}")
         raise
