@@ -26,7 +26,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
@@ -98,7 +98,6 @@ class PendingWrite(Generic[Token]):
     token: Token
     result: object = None
     error: BaseException | None = None
-    arrival: int = field(default=0)
 
 
 def batch_order(batch: Sequence[PendingWrite[Token]]) -> list[PendingWrite[Token]]:
@@ -141,7 +140,6 @@ class ShardWriter(Generic[Token]):
         self._queue: collections.deque[PendingWrite[Token]] = collections.deque()
         self._condition = threading.Condition()
         self._stopping = False
-        self._arrivals = 0
         self._connection: Connection | None = None
         self.batches_committed = 0
         self.batches_rerun = 0
@@ -154,8 +152,6 @@ class ShardWriter(Generic[Token]):
                 raise CofferError(Reason.STORAGE_UNAVAILABLE, "the engine is stopping; retry elsewhere")
             if len(self._queue) >= self._max_queued:
                 raise CofferError(Reason.STORAGE_UNAVAILABLE, "the shard's write queue is full; retry")
-            self._arrivals += 1
-            request.arrival = self._arrivals
             self._queue.append(request)
             if len(self._queue) == 1:
                 self._condition.notify()
@@ -181,7 +177,10 @@ class ShardWriter(Generic[Token]):
                 if not batch:
                     return
                 self.run_batch(batch)
-                self._deliver(batch)
+                try:
+                    self._deliver(batch)
+                except Exception:  # the loop is gone (shutdown): nobody is waiting any more
+                    logger.exception("could not deliver a batch's outcomes on shard %d", self.shard.index)
         finally:
             self._drop_connection(broken=False)
 
@@ -192,10 +191,13 @@ class ShardWriter(Generic[Token]):
         try:
             with BatchTransaction(self.shard.engine, self._held_connection()) as transaction:
                 for request in ordered:
+                    kept = transaction.savepoints_kept
                     try:
                         request.result = request.work()
                         request.error = None
                     except CofferError as refusal:
+                        if transaction.savepoints_kept != kept:
+                            raise  # refused after its effect was kept: only a rerun undoes it
                         request.result, request.error = None, refusal
                 transaction.commit()
             self.batches_committed += 1

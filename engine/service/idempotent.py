@@ -18,7 +18,7 @@ from engine.domain.serialization import dumps, loads, payload_digest
 from engine.service.context import EngineContext
 from engine.storage.idempotency import claim_key, store_response
 from engine.storage.router import Shard
-from engine.storage.unit_of_work import UnitOfWork, joined_batch, request_savepoint, run_transaction
+from engine.storage.unit_of_work import UnitOfWork, joined_batch, run_transaction
 
 
 class Replayable(Protocol):
@@ -86,8 +86,8 @@ def execute_idempotent(
     batch = joined_batch(shard.engine)
     if batch is not None:
         # Inside a group-commit batch: the writer commits (or reruns) the whole batch.
-        with request_savepoint(batch):
-            return apply(batch, context.now_us())
+        with batch.savepoint() as connection:
+            return apply(connection, context.now_us())
 
     def attempt() -> R:
         with UnitOfWork(shard.engine) as unit:

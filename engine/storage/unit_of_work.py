@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import (
     RetryError,
@@ -39,23 +39,20 @@ __all__ = [
     "is_transient",
     "is_unavailable",
     "joined_batch",
-    "request_savepoint",
     "run_transaction",
     "sqlstate",
 ]
 
 
-class UnitOfWork:
-    """``with UnitOfWork(engine) as uow: ...; uow.commit()`` — without ``commit`` it rolls back."""
+class _Transaction:
+    """A transaction that rolls back on leaving its ``with`` unless :meth:`commit` was called."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    _transaction: RootTransaction
+    _committed = False
+
+    def _begin(self, connection: Connection) -> None:
+        self._transaction = connection.begin()
         self._committed = False
-
-    def __enter__(self) -> UnitOfWork:
-        self.connection: Connection = self._engine.connect()
-        self._transaction = self.connection.begin()
-        return self
 
     def commit(self) -> None:
         self._transaction.commit()
@@ -68,10 +65,32 @@ class UnitOfWork:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            self._leave()
             if not self._committed and self._transaction.is_active:
                 self._transaction.rollback()
         finally:
-            self.connection.close()
+            self._release()
+
+    def _leave(self) -> None:
+        """Before the rollback: what the subclass undoes first."""
+
+    def _release(self) -> None:
+        """After the rollback (even a failed one): what the subclass gives back."""
+
+
+class UnitOfWork(_Transaction):
+    """``with UnitOfWork(engine) as uow: ...; uow.commit()`` — without ``commit`` it rolls back."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> UnitOfWork:
+        self.connection: Connection = self._engine.connect()
+        self._begin(self.connection)
+        return self
+
+    def _release(self) -> None:
+        self.connection.close()
 
 
 def sqlstate(error: BaseException) -> str:
@@ -139,55 +158,46 @@ _REQUEST_SAVEPOINT = "coffer_request"
 _ambient = threading.local()
 
 
-class BatchTransaction:
+class BatchTransaction(_Transaction):
     """The one transaction a group-commit writer runs a batch in, on its held connection.
 
-    While it is open (``with``), :func:`joined_batch` gives the calling thread its connection, so
-    a use case's unit of work joins it (inside :func:`request_savepoint`) instead of opening its
-    own. Rolls back unless :meth:`commit` was called."""
+    While it is open (``with``), :func:`joined_batch` gives it to the calling thread, so a use
+    case's unit of work joins it (inside :meth:`savepoint`) instead of opening its own. Rolls
+    back unless :meth:`commit` was called."""
 
     def __init__(self, engine: Engine, connection: Connection) -> None:
         self.engine = engine
         self.connection = connection
-        self._committed = False
+        #: Savepoints whose work was kept: a refusal raised after one of them was kept (outside
+        #: any savepoint) cannot be undone on its own, so the writer reruns the batch instead.
+        self.savepoints_kept = 0
 
     def __enter__(self) -> BatchTransaction:
-        self._transaction = self.connection.begin()
+        self._begin(self.connection)
         _ambient.batch = self
         return self
 
-    def commit(self) -> None:
-        self._transaction.commit()
-        self._committed = True
-
-    def __exit__(
-        self,
-        exception_type: type[BaseException] | None,
-        exception: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def _leave(self) -> None:
         _ambient.batch = None
-        if not self._committed and self._transaction.is_active:
-            self._transaction.rollback()
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[Connection]:
+        """One request's share of the batch: a refusal (:class:`CofferError`) undoes exactly
+        this request's statements and leaves the batch open for its neighbours. Any other
+        exception leaves the transaction as it is: the writer rolls it back and reruns it."""
+        self.connection.exec_driver_sql(f"SAVEPOINT {_REQUEST_SAVEPOINT}")
+        try:
+            yield self.connection
+        except CofferError:
+            self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_REQUEST_SAVEPOINT}")
+            raise
+        self.savepoints_kept += 1
 
 
-def joined_batch(engine: Engine) -> Connection | None:
-    """The connection of the batch this thread is running on ``engine``, or ``None`` (then the
-    caller opens its own unit of work)."""
+def joined_batch(engine: Engine) -> BatchTransaction | None:
+    """The batch this thread is running on ``engine``, or ``None`` (then the caller opens its
+    own unit of work)."""
     batch: BatchTransaction | None = getattr(_ambient, "batch", None)
     if batch is None or batch.engine is not engine:
         return None
-    return batch.connection
-
-
-@contextlib.contextmanager
-def request_savepoint(connection: Connection) -> Iterator[None]:
-    """One request's share of a batch: a refusal (:class:`CofferError`) undoes exactly this
-    request's statements and leaves the batch open for its neighbours. Any other exception
-    leaves the transaction as it is: the writer rolls the whole batch back and reruns it."""
-    connection.exec_driver_sql(f"SAVEPOINT {_REQUEST_SAVEPOINT}")
-    try:
-        yield
-    except CofferError:
-        connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_REQUEST_SAVEPOINT}")
-        raise
+    return batch

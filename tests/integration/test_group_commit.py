@@ -208,3 +208,32 @@ def test_five_hundred_charges_for_one_user_end_at_the_exact_balance(engine_conte
     writer = group_commit.writers[context.router.for_user(GOOD).index]
     assert writer.batches_committed >= 500 // 64 and writer.batches_rerun == 0
     assert audit(context).ok
+
+
+def test_a_refusal_after_a_kept_savepoint_reruns_the_batch(engine_context: EngineContext) -> None:
+    """A refusal raised once a request's unit of work was kept cannot be rolled back alone: the
+    writer reruns the batch one by one rather than commit an effect whose caller saw a refusal
+    next to neighbours that were rolled back with it."""
+    context = engine_context
+    _top_up(context, GOOD, 1_000)
+
+    def charged_then_refused() -> object:
+        charge(context, ChargeCommand("late", GOOD, "o-late", "m", "", 100))
+        raise CofferError(Reason.INSUFFICIENT_FUNDS, "refused after the effect")
+
+    batch = [
+        _pending(context, ChargeCommand("first", GOOD, "o-first", "m", "", 200)),
+        PendingWrite(route_for_user(context, GOOD), charged_then_refused, "late"),
+    ]
+    writer = _writer(context)
+    try:
+        writer.run_batch(batch)
+    finally:
+        writer.stop()
+    assert (writer.batches_committed, writer.batches_rerun) == (0, 1)
+    assert _outcome(batch[0]) == "ok"
+    assert isinstance(batch[1].error, CofferError)
+    # One by one, as a lone request runs: each charge applied exactly once.
+    assert available(get_wallet(context, GOOD)) == 700
+    assert transaction_count(context, GOOD, "CHARGE") == 2
+    assert audit(context).ok
