@@ -51,6 +51,17 @@ def _writer(context: EngineContext) -> ShardWriter[str]:
     return ShardWriter(shard, lambda _settled: None)
 
 
+def _run(context: EngineContext, batch: list[PendingWrite[str]]) -> ShardWriter[str]:
+    """``batch`` as exactly one batch of shard 0's writer (driven directly, so its composition
+    is certain); the writer is stopped afterwards."""
+    writer = _writer(context)
+    try:
+        writer.run_batch(batch)
+    finally:
+        writer.stop()
+    return writer
+
+
 def _outcome(request: PendingWrite[Any]) -> str:
     if request.error is not None:
         assert isinstance(request.error, CofferError), request.error
@@ -78,11 +89,7 @@ def test_one_batch_gives_each_request_its_own_answer(engine_context: EngineConte
         _pending(context, ChargeCommand("coupon-1", COUPON_OWNER, "o-c1", "m", "", 400, coupon_ids=coupons)),
         _pending(context, ChargeCommand("coupon-2", COUPON_OWNER, "o-c2", "m", "", 400, coupon_ids=coupons)),
     ]
-    writer = _writer(context)
-    try:
-        writer.run_batch(batch)
-    finally:
-        writer.stop()
+    writer = _run(context, batch)
     assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
     assert [_outcome(request) for request in batch] == [
         "ok",
@@ -120,11 +127,7 @@ def test_an_unexpected_failure_reruns_the_batch_one_by_one(engine_context: Engin
         _pending(context, ChargeCommand("b", GOOD, "o-b", "m", "", 2_000)),
         _pending(context, ChargeCommand("c", GOOD, "o-c", "m", "", 200)),
     ]
-    writer = _writer(context)
-    try:
-        writer.run_batch(batch)
-    finally:
-        writer.stop()
+    writer = _run(context, batch)
     assert (writer.batches_committed, writer.batches_rerun) == (0, 1)
     assert _outcome(batch[0]) == "ok" and _outcome(batch[3]) == "ok"
     assert isinstance(batch[1].error, RuntimeError)
@@ -225,11 +228,7 @@ def test_a_refusal_after_a_kept_savepoint_reruns_the_batch(engine_context: Engin
         _pending(context, ChargeCommand("first", GOOD, "o-first", "m", "", 200)),
         PendingWrite(route_for_user(context, GOOD), charged_then_refused, "late"),
     ]
-    writer = _writer(context)
-    try:
-        writer.run_batch(batch)
-    finally:
-        writer.stop()
+    writer = _run(context, batch)
     assert (writer.batches_committed, writer.batches_rerun) == (0, 1)
     assert _outcome(batch[0]) == "ok"
     assert isinstance(batch[1].error, CofferError)
