@@ -73,6 +73,10 @@ SHARD_WAIT_MAX_INTERVAL_SECONDS = 5.0
 SHARD_PROBE_INTERVAL_SECONDS = 15.0
 #: How often the worker supervisor looks for a worker that exited.
 WORKER_POLL_SECONDS = 0.5
+#: How long a thread may hold the GIL while another wants it. The group-commit writers wake
+#: after every database round trip and then wait for the GIL the event loop holds; CPython's
+#: 5 ms default made each round trip cost up to 5 ms of waiting (docs/performance.md).
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 #: gRPC message size bound (a charge has at most 200 items; 4 MiB is ample).
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SERVICE_NAMES = (
@@ -251,7 +255,8 @@ class EngineServer:
             check_port_free(settings.listen)
         self.router = _open_router(settings)
         self.context = EngineContext(self.router, settings)
-        self.runner = UseCaseRunner(settings.worker_threads)
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
+        self.runner = UseCaseRunner(settings.worker_threads, self.router)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         callers = authenticator(settings)
         # The auth check runs innermost, so metrics and the request log count its refusals too.

@@ -20,9 +20,21 @@ from engine.service import redeem as redeem_service
 from engine.service import refund as refund_service
 from engine.service import void as void_service
 from engine.service.context import EngineContext
+from engine.service.group_commit import WriteRoute, route_for_code, route_for_id, route_for_user
 from engine.service.quote import quote_charge
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _redeem_route(engine: EngineContext, request: engine_pb2.RedeemRequest) -> WriteRoute | None:
+    """A till redemption names a code (its shard is in the code); an exchange names its user."""
+    if request.HasField("points_exchange"):
+        return route_for_user(engine, request.points_exchange.user_id)
+    if request.HasField("gift_card"):
+        return route_for_code(engine, request.gift_card.code)
+    if request.HasField("coupon_code"):
+        return route_for_code(engine, request.coupon_code.code)
+    return None
 
 
 class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
@@ -45,7 +57,7 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
                 gift_card=convert_common.gift_card_to_proto(result.gift_card) if result.gift_card else None,
             )
 
-        return await self.runner.run(context, work)
+        return await self.runner.write(context, route_for_user(self.engine, request.user_id), work)
 
     async def Charge(self, request: engine_pb2.ChargeRequest, context: Context) -> engine_pb2.ChargeResponse:
         def work() -> engine_pb2.ChargeResponse:
@@ -60,7 +72,7 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
                 transaction_id=result.transaction_id,
             )
 
-        return await self.runner.run(context, work)
+        return await self.runner.write(context, route_for_user(self.engine, request.user_id), work)
 
     async def Refund(self, request: engine_pb2.RefundRequest, context: Context) -> engine_pb2.RefundResponse:
         # Read in the call's task: the work below runs on a pool thread, outside its context.
@@ -78,7 +90,7 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
                 breakdown=convert_common.breakdown_to_proto(result.breakdown),
             )
 
-        return await self.runner.run(context, work)
+        return await self.runner.write(context, route_for_id(self.engine, request.charge_id), work)
 
     async def Capture(
         self, request: engine_pb2.CaptureRequest, context: Context
@@ -89,7 +101,7 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
                 charge=convert_common.charge_to_proto(result.charge), replayed=result.replayed
             )
 
-        return await self.runner.run(context, work)
+        return await self.runner.write(context, route_for_id(self.engine, request.charge_id), work)
 
     async def Void(self, request: engine_pb2.VoidRequest, context: Context) -> engine_pb2.VoidResponse:
         def work() -> engine_pb2.VoidResponse:
@@ -98,7 +110,7 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
                 charge=convert_common.charge_to_proto(result.charge), replayed=result.replayed
             )
 
-        return await self.runner.run(context, work)
+        return await self.runner.write(context, route_for_id(self.engine, request.charge_id), work)
 
     async def Redeem(self, request: engine_pb2.RedeemRequest, context: Context) -> engine_pb2.RedeemResponse:
         def work() -> engine_pb2.RedeemResponse:
@@ -106,7 +118,7 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
             result = redeem_service.redeem(self.engine, convert_engine.redeem_from_proto(request))
             return convert_engine.redeem_to_proto(result)
 
-        return await self.runner.run(context, work)
+        return await self.runner.write(context, _redeem_route(self.engine, request), work)
 
     async def QuoteCharge(
         self, request: engine_pb2.ChargeRequest, context: Context

@@ -36,7 +36,7 @@ from engine.service.points_grants import earn_points
 from engine.storage.accounts import require_not_frozen
 from engine.storage.charges import ORDER_CHARGE_KIND, NewCharge, insert_charge, insert_items, insert_legs
 from engine.storage.ledger import append_transaction
-from engine.storage.wallets import read_wallet
+from engine.storage.wallets import read_wallet_balances
 
 __all__ = ["charge", "plan_for", "validate_charge"]
 
@@ -201,7 +201,7 @@ def _charge(
         charge_id=charge_id,
         status=status,
         breakdown=plan.breakdown(),
-        wallet=read_wallet(connection, user_id, now_us),
+        wallet=read_wallet_balances(connection, user_id, now_us),
         transaction_id=transaction_id,
     )
 

@@ -53,7 +53,7 @@ from engine.storage.gift_cards import (
 )
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
-from engine.storage.wallets import read_wallet
+from engine.storage.wallets import read_wallet_balances
 
 __all__ = [
     "get_gift_card",
@@ -135,7 +135,7 @@ def issue_gift_card(
         raise gift_card_not_found(code)
     return IssueResult(
         transaction_id=transaction_id,
-        wallet=read_wallet(connection, user_id, now_us),
+        wallet=read_wallet_balances(connection, user_id, now_us),
         gift_card=view_of(row, now_us),
     )
 

@@ -18,7 +18,7 @@ from engine.domain.serialization import dumps, loads, payload_digest
 from engine.service.context import EngineContext
 from engine.storage.idempotency import claim_key, store_response
 from engine.storage.router import Shard
-from engine.storage.unit_of_work import UnitOfWork, run_transaction
+from engine.storage.unit_of_work import UnitOfWork, joined_batch, run_transaction
 
 
 class Replayable(Protocol):
@@ -48,40 +48,50 @@ def execute_idempotent(
     owner: int | Callable[[Connection], int],
     effect: Callable[[Connection, int], R],
 ) -> R:
-    """Run ``effect(connection, now_us)`` once per ``(owner, key)``, in one transaction.
+    """Run ``effect(connection, now_us)`` once per ``(owner, key)``, in one transaction: its
+    own, or — on a group-commit writer (:mod:`engine.service.group_commit`) — a savepoint of the
+    batch's transaction. Either way the key is claimed in the transaction of the effect.
 
     ``owner`` is the user whose shard the request runs on, or a function that finds it inside
     the transaction (a charge id names its user only through the charge row).
     """
     digest = payload_digest(operation, command)
 
+    def apply(connection: Connection, now_us: int) -> R:
+        user_id = owner if isinstance(owner, int) else owner(connection)
+        stored = claim_key(
+            connection,
+            user_id=user_id,
+            key=key,
+            operation=operation,
+            request_digest=digest,
+            now_us=now_us,
+        )
+        if stored is not None:
+            if stored.request_digest != digest:
+                raise key_reused(key)
+            if stored.response is None:
+                raise CofferError(
+                    Reason.IDEMPOTENCY_KEY_IN_USE,
+                    "another request with this idempotency key is in flight",
+                    metadata={"idempotency_key": key},
+                )
+            original = loads(result_type, stored.response)
+            return dataclasses.replace(original, replayed=True)  # type: ignore[type-var]
+        result = effect(connection, now_us)
+        stored_form = dataclasses.replace(result, replayed=False)  # type: ignore[type-var]
+        store_response(connection, user_id=user_id, key=key, response=dumps(stored_form))
+        return result
+
+    batch = joined_batch(shard.engine)
+    if batch is not None:
+        # Inside a group-commit batch: the writer commits (or reruns) the whole batch.
+        with batch.savepoint() as connection:
+            return apply(connection, context.now_us())
+
     def attempt() -> R:
-        now_us = context.now_us()
         with UnitOfWork(shard.engine) as unit:
-            connection = unit.connection
-            user_id = owner if isinstance(owner, int) else owner(connection)
-            stored = claim_key(
-                connection,
-                user_id=user_id,
-                key=key,
-                operation=operation,
-                request_digest=digest,
-                now_us=now_us,
-            )
-            if stored is not None:
-                if stored.request_digest != digest:
-                    raise key_reused(key)
-                if stored.response is None:
-                    raise CofferError(
-                        Reason.IDEMPOTENCY_KEY_IN_USE,
-                        "another request with this idempotency key is in flight",
-                        metadata={"idempotency_key": key},
-                    )
-                original = loads(result_type, stored.response)
-                return dataclasses.replace(original, replayed=True)  # type: ignore[type-var]
-            result = effect(connection, now_us)
-            stored_form = dataclasses.replace(result, replayed=False)  # type: ignore[type-var]
-            store_response(connection, user_id=user_id, key=key, response=dumps(stored_form))
+            result = apply(unit.connection, context.now_us())
             unit.commit()
             return result
 

@@ -25,7 +25,7 @@ from engine.storage.accounts import ensure_account
 from engine.storage.balances import credit_available, debit_available, insufficient_funds
 from engine.storage.ledger import append_transaction
 from engine.storage.lots import apply_draws, read_spendable_lots
-from engine.storage.wallets import read_wallet
+from engine.storage.wallets import read_wallet_balances
 
 __all__ = ["Movement", "open_movement"]
 
@@ -109,7 +109,7 @@ class Movement:
         return entries
 
     def wallet(self) -> WalletView:
-        return read_wallet(self.connection, self.user_id, self.now_us)
+        return read_wallet_balances(self.connection, self.user_id, self.now_us)
 
     def issued(self, coupons: Sequence[CouponView] = ()) -> IssueResult:
         """The answer of an Issue that wrote this transaction."""

@@ -39,7 +39,7 @@ from engine.storage.charges import (
 )
 from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
-from engine.storage.wallets import read_wallet
+from engine.storage.wallets import read_wallet_balances
 
 __all__ = [
     "charge_not_found",
@@ -252,7 +252,7 @@ def _refund(
     return RefundResult(
         refund_id=refund_id,
         charge=charge_view(connection, fresh),
-        wallet=read_wallet(connection, row.user_id, now_us),
+        wallet=read_wallet_balances(connection, row.user_id, now_us),
         breakdown=breakdown,
     )
 

@@ -72,19 +72,25 @@ class NewCharge:
     hold_expires_at_us: int | None = None
 
 
+# Built once: a statement object built per call costs a cache-key walk on every execution.
+_INSERT_CHARGE = charges.insert()
+_INSERT_ITEMS = charge_items.insert()
+_INSERT_LEGS = charge_legs.insert()
+
+
 def insert_charge(connection: Connection, charge: NewCharge) -> None:
     """Insert a charge row; the live-order unique index may refuse it (``IntegrityError``)."""
     values: dict[str, Any] = asdict(charge)
     values["status"] = charge.status.value
     connection.execute(
-        charges.insert(),
+        _INSERT_CHARGE,
         dict(values, refunded_amount=0, released_amount=0, updated_at_us=charge.created_at_us),
     )
 
 
 def insert_items(connection: Connection, charge_id: str, items: Sequence[dict[str, object]]) -> None:
     if items:
-        connection.execute(charge_items.insert(), [{"charge_id": charge_id, **item} for item in items])
+        connection.execute(_INSERT_ITEMS, [{"charge_id": charge_id, **item} for item in items])
 
 
 def read_items(connection: Connection, charge_id: str) -> list[Row[Any]]:
@@ -285,7 +291,7 @@ def read_legs(connection: Connection, charge_id: str) -> list[LegRow]:
 
 def insert_legs(connection: Connection, charge_id: str, legs: Sequence[dict[str, object]]) -> None:
     if legs:
-        connection.execute(charge_legs.insert(), [{"charge_id": charge_id, **leg} for leg in legs])
+        connection.execute(_INSERT_LEGS, [{"charge_id": charge_id, **leg} for leg in legs])
 
 
 def charge_view(connection: Connection, row: Row) -> ChargeView:  # type: ignore[type-arg]

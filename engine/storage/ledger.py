@@ -11,6 +11,10 @@ from engine.domain.ledger import Entry, TransactionType, check_balanced
 from engine.storage.bulk import insert_rows
 from engine.storage.schema import ledger_entries, ledger_transactions
 
+# Built once: a statement object built per call costs a cache-key walk on every execution.
+_INSERT_TRANSACTION = ledger_transactions.insert()
+_INSERT_ENTRIES = ledger_entries.insert()
+
 
 def append_transaction(
     connection: Connection,
@@ -27,7 +31,7 @@ def append_transaction(
     check_balanced(entries)
     # Parameters rather than .values(): the compiled INSERT is reused without rebuilding it.
     connection.execute(
-        ledger_transactions.insert(),
+        _INSERT_TRANSACTION,
         dict(
             transaction_id=transaction_id,
             user_id=user_id,
@@ -40,7 +44,7 @@ def append_transaction(
     )
     if entries:
         connection.execute(
-            ledger_entries.insert(),
+            _INSERT_ENTRIES,
             [
                 {
                     "transaction_id": transaction_id,

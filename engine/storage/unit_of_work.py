@@ -1,14 +1,18 @@
 """A unit of work: one database transaction on one shard that rolls back unless committed,
-and the bounded retry that reruns a whole unit of work on serialization failures and deadlocks.
+the bounded retry that reruns a whole unit of work on serialization failures and deadlocks, and
+the batch transaction of group commit (:class:`BatchTransaction`): many requests' units of work
+run in one database transaction, each inside its own savepoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, OperationalError
 from tenacity import (
     RetryError,
@@ -28,17 +32,27 @@ _LOCK_TIMEOUT_SQLSTATE = "55P03"
 _CONNECTION_SQLSTATE_PREFIXES = ("08", "57P")
 
 
-class UnitOfWork:
-    """``with UnitOfWork(engine) as uow: ...; uow.commit()`` — without ``commit`` it rolls back."""
+__all__ = [
+    "BatchTransaction",
+    "UnitOfWork",
+    "is_lock_timeout",
+    "is_transient",
+    "is_unavailable",
+    "joined_batch",
+    "run_transaction",
+    "sqlstate",
+]
 
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+
+class _Transaction:
+    """A transaction that rolls back on leaving its ``with`` unless :meth:`commit` was called."""
+
+    _transaction: RootTransaction
+    _committed = False
+
+    def _begin(self, connection: Connection) -> None:
+        self._transaction = connection.begin()
         self._committed = False
-
-    def __enter__(self) -> UnitOfWork:
-        self.connection: Connection = self._engine.connect()
-        self._transaction = self.connection.begin()
-        return self
 
     def commit(self) -> None:
         self._transaction.commit()
@@ -51,10 +65,32 @@ class UnitOfWork:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            self._leave()
             if not self._committed and self._transaction.is_active:
                 self._transaction.rollback()
         finally:
-            self.connection.close()
+            self._release()
+
+    def _leave(self) -> None:
+        """Before the rollback: what the subclass undoes first."""
+
+    def _release(self) -> None:
+        """After the rollback (even a failed one): what the subclass gives back."""
+
+
+class UnitOfWork(_Transaction):
+    """``with UnitOfWork(engine) as uow: ...; uow.commit()`` — without ``commit`` it rolls back."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> UnitOfWork:
+        self.connection: Connection = self._engine.connect()
+        self._begin(self.connection)
+        return self
+
+    def _release(self) -> None:
+        self.connection.close()
 
 
 def sqlstate(error: BaseException) -> str:
@@ -113,3 +149,55 @@ def run_transaction(work: Callable[[], T], *, attempts: int) -> T:
         if is_unavailable(error):
             raise CofferError(Reason.STORAGE_UNAVAILABLE, "the shard database is not answering") from error
         raise
+
+
+#: The savepoint each request of a batch runs in. Re-used by name: ``ROLLBACK TO`` goes to the
+#: latest one, and none is released (COMMIT keeps every one that was not rolled back), which
+#: saves a round trip per request.
+_REQUEST_SAVEPOINT = "coffer_request"
+_ambient = threading.local()
+
+
+class BatchTransaction(_Transaction):
+    """The one transaction a group-commit writer runs a batch in, on its held connection.
+
+    While it is open (``with``), :func:`joined_batch` gives it to the calling thread, so a use
+    case's unit of work joins it (inside :meth:`savepoint`) instead of opening its own. Rolls
+    back unless :meth:`commit` was called."""
+
+    def __init__(self, engine: Engine, connection: Connection) -> None:
+        self.engine = engine
+        self.connection = connection
+        #: Savepoints whose work was kept: a refusal raised after one of them was kept (outside
+        #: any savepoint) cannot be undone on its own, so the writer reruns the batch instead.
+        self.savepoints_kept = 0
+
+    def __enter__(self) -> BatchTransaction:
+        self._begin(self.connection)
+        _ambient.batch = self
+        return self
+
+    def _leave(self) -> None:
+        _ambient.batch = None
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[Connection]:
+        """One request's share of the batch: a refusal (:class:`CofferError`) undoes exactly
+        this request's statements and leaves the batch open for its neighbours. Any other
+        exception leaves the transaction as it is: the writer rolls it back and reruns it."""
+        self.connection.exec_driver_sql(f"SAVEPOINT {_REQUEST_SAVEPOINT}")
+        try:
+            yield self.connection
+        except CofferError:
+            self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_REQUEST_SAVEPOINT}")
+            raise
+        self.savepoints_kept += 1
+
+
+def joined_batch(engine: Engine) -> BatchTransaction | None:
+    """The batch this thread is running on ``engine``, or ``None`` (then the caller opens its
+    own unit of work)."""
+    batch: BatchTransaction | None = getattr(_ambient, "batch", None)
+    if batch is None or batch.engine is not engine:
+        return None
+    return batch

@@ -1,6 +1,10 @@
-"""Reading a wallet: balances, live points lots, gift cards and coupons (every state)."""
+"""Reading a wallet: the full view (balances, live points lots, gift cards, coupons in every
+state) for GetWallet, and the lean view (balances and flags only, one round trip) that every
+mutation's answer carries (CONTRACT §2)."""
 
 from __future__ import annotations
+
+import dataclasses
 
 from sqlalchemy import Connection, bindparam, or_, select, text
 
@@ -14,7 +18,7 @@ MAX_LISTED_PER_KIND = 200
 
 
 #: Balances, the account flags and the points of lots past expiry that the job has not processed
-#: yet, in one round trip: a wallet is read on every mutation's answer, so it must stay cheap.
+#: yet, in one round trip: this is read for every mutation's answer, so it must stay cheap.
 _SUMMARY = text(
     "SELECT asset AS kind, available AS first, held AS second FROM balances WHERE user_id = :user_id "
     "UNION ALL "
@@ -49,7 +53,9 @@ _ACCOUNT = "~account"
 _EXPIRED_LOTS = "~expired_lots"
 
 
-def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView:
+def read_wallet_balances(connection: Connection, user_id: int, now_us: int) -> WalletView:
+    """Balances, ``frozen`` and the points debt as this transaction sees them, in one statement:
+    what a mutation answers with. Lots, coupons and gift cards are left empty (GetWallet has them)."""
     summary = {
         row.kind: (int(row.first), int(row.second))
         for row in connection.execute(_SUMMARY, {"user_id": user_id, "now_us": now_us})
@@ -57,9 +63,6 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
     frozen, points_debt = summary.get(_ACCOUNT, (0, 0))
     # A lot past its expiry stops counting at that instant, before the job writes its entry.
     expired_unprocessed, _ = summary.get(_EXPIRED_LOTS, (0, 0))
-    parameters = {"p_user_id": user_id, "p_now_us": now_us}
-    lots = connection.execute(_LIVE_LOTS, parameters).all()
-    cards = connection.execute(_CARDS, parameters).all()
     balance_views = []
     for asset in Asset:
         available, held = summary.get(asset.value, (0, 0))
@@ -67,8 +70,18 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
             available -= expired_unprocessed
         balance_views.append(BalanceView(asset.value, available, held))
     return WalletView(
-        user_id=user_id,
-        balances=tuple(balance_views),
+        user_id=user_id, balances=tuple(balance_views), frozen=bool(frozen), points_debt=points_debt
+    )
+
+
+def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView:
+    """The full wallet (GetWallet): the balances view plus live lots, gift cards and coupons."""
+    lean = read_wallet_balances(connection, user_id, now_us)
+    parameters = {"p_user_id": user_id, "p_now_us": now_us}
+    lots = connection.execute(_LIVE_LOTS, parameters).all()
+    cards = connection.execute(_CARDS, parameters).all()
+    return dataclasses.replace(
+        lean,
         points_lots=tuple(
             PointsLotView(row.lot_id, row.remaining, row.expires_at_us, row.granted_at_us) for row in lots
         ),
@@ -84,8 +97,6 @@ def read_wallet(connection: Connection, user_id: int, now_us: int) -> WalletView
             for row in cards
         ),
         coupons=read_coupon_views(connection, user_id, now_us),
-        frozen=bool(frozen),
-        points_debt=points_debt,
     )
 
 

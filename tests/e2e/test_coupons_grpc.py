@@ -78,7 +78,8 @@ def test_coupon_lifecycle_over_grpc(pg_grpc_engine) -> None:  # type: ignore[no-
     )
     coupon = claimed.coupons[0]
     assert coupon.state == common_pb2.COUPON_STATE_ACTIVATED
-    assert [c.coupon_id for c in claimed.wallet.coupons] == [coupon.coupon_id]
+    wallet = engine.GetWallet(engine_pb2.GetWalletRequest(user_id=USER), timeout=10)
+    assert [c.coupon_id for c in wallet.coupons] == [coupon.coupon_id]
     with pytest.raises(grpc.RpcError) as unknown:
         engine.Issue(
             engine_pb2.IssueRequest(

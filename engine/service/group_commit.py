@@ -1,0 +1,258 @@
+"""Per-shard group commit: the mutations for one shard queue for that shard's writer thread,
+which runs everything queued (up to :data:`MAX_BATCH_REQUESTS`) in ONE database transaction as
+soon as its previous batch has committed — no timer wait.
+
+What the writer changes is only how transactions are opened and committed: each request is its
+ordinary use case (``work``), whose unit of work (:func:`engine.service.idempotent.execute_idempotent`)
+joins the batch's transaction inside a savepoint of its own. So:
+
+* a refusal (:class:`CofferError`: insufficient funds, a reused key, a coupon already used, a
+  frozen account) rolls back to that request's savepoint; its neighbours go on and commit;
+* requests of the same user run in arrival order (the order is a stable sort by user);
+* anything else (a deadlock, a serialization failure, a lost connection, a failed commit, a bug)
+  rolls the whole batch back and reruns its requests one by one, each in its own transaction as
+  a lone request runs — safe because every request's idempotency key is claimed in the same
+  transaction as its effect, so a batch that did commit after all is replayed, never doubled;
+* no outcome is delivered before the transaction that holds it has committed.
+
+The writer thread holds one connection; the caller (engine.api.runner) hands in ``deliver``,
+called once per batch with every settled request, so an event loop is woken once per batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import Connection
+
+from engine.domain.errors import CofferError, Reason, require
+from engine.service.context import EngineContext
+from engine.storage.router import Shard, ShardRouter
+from engine.storage.unit_of_work import BatchTransaction
+
+__all__ = [
+    "MAX_BATCH_REQUESTS",
+    "MAX_QUEUED_REQUESTS",
+    "GroupCommit",
+    "PendingWrite",
+    "ShardWriter",
+    "WriteRoute",
+    "batch_order",
+    "route_for_code",
+    "route_for_id",
+    "route_for_user",
+]
+
+logger = logging.getLogger("coffer.group_commit")
+
+#: Requests per batch. PostgreSQL keeps up to 64 subtransaction ids per backend in shared
+#: memory; past that every snapshot elsewhere overflows to pg_subtrans, so a batch stays within it.
+MAX_BATCH_REQUESTS = 64
+#: Requests waiting for one shard's writer; beyond it a request is refused as UNAVAILABLE
+#: (the server admits far fewer concurrent calls than this, so it is a bound, not a policy).
+MAX_QUEUED_REQUESTS = 4096
+#: How long stopping waits for a writer to finish what is queued.
+STOP_TIMEOUT_SECONDS = 30.0
+
+T = TypeVar("T")
+Token = TypeVar("Token")
+
+
+@dataclass(frozen=True)
+class WriteRoute:
+    """Where a mutation runs: its shard, and its user when the request names one (a charge id or
+    a code names its user only through a row, read inside the transaction)."""
+
+    shard: Shard
+    user_id: int | None = None
+
+
+def route_for_user(context: EngineContext, user_id: int) -> WriteRoute:
+    return WriteRoute(context.router.for_user(user_id), user_id)
+
+
+def route_for_id(context: EngineContext, identifier: str) -> WriteRoute | None:
+    """A charge (or refund) id's shard; ``None`` for an id that cannot be ours (the use case
+    refuses it without a transaction)."""
+    shard = context.router.for_id(identifier)
+    return None if shard is None else WriteRoute(shard)
+
+
+def route_for_code(context: EngineContext, code: str) -> WriteRoute | None:
+    shard = context.router.for_code(code)
+    return None if shard is None else WriteRoute(shard)
+
+
+@dataclass(eq=False)
+class PendingWrite(Generic[Token]):
+    """One queued request: ``work`` runs on the writer; ``result`` or ``error`` is its outcome."""
+
+    route: WriteRoute
+    work: Callable[[], object]
+    token: Token
+    result: object = None
+    error: BaseException | None = None
+
+
+def batch_order(batch: Sequence[PendingWrite[Token]]) -> list[PendingWrite[Token]]:
+    """The order a batch runs in: by user (so two engines' batches lock users' rows in the same
+    order and cannot wait on each other in a cycle), stable so one user's requests keep their
+    arrival order. A request whose user is not known yet is a fence: nothing moves across it."""
+    ordered: list[PendingWrite[Token]] = []
+    run: list[PendingWrite[Token]] = []
+    for request in batch:
+        if request.route.user_id is None:
+            ordered.extend(sorted(run, key=_user_of))
+            ordered.append(request)
+            run = []
+        else:
+            run.append(request)
+    ordered.extend(sorted(run, key=_user_of))
+    return ordered
+
+
+def _user_of(request: PendingWrite[Token]) -> int:
+    return request.route.user_id or 0  # only requests that name their user are sorted
+
+
+class ShardWriter(Generic[Token]):
+    """The writer thread of one shard and its queue."""
+
+    def __init__(
+        self,
+        shard: Shard,
+        deliver: Callable[[Sequence[PendingWrite[Token]]], None],
+        *,
+        max_batch_requests: int = MAX_BATCH_REQUESTS,
+        max_queued_requests: int = MAX_QUEUED_REQUESTS,
+    ) -> None:
+        require(0 < max_batch_requests <= 256, "a batch holds 1..256 requests")
+        self.shard = shard
+        self._deliver = deliver
+        self._max_batch = max_batch_requests
+        self._max_queued = max_queued_requests
+        self._queue: collections.deque[PendingWrite[Token]] = collections.deque()
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._connection: Connection | None = None
+        self.batches_committed = 0
+        self.batches_rerun = 0
+        self._thread = threading.Thread(target=self._serve, name=f"coffer-writer-{shard.index}", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: PendingWrite[Token]) -> None:
+        with self._condition:
+            if self._stopping:
+                raise CofferError(Reason.STORAGE_UNAVAILABLE, "the engine is stopping; retry elsewhere")
+            if len(self._queue) >= self._max_queued:
+                raise CofferError(Reason.STORAGE_UNAVAILABLE, "the shard's write queue is full; retry")
+            self._queue.append(request)
+            if len(self._queue) == 1:
+                self._condition.notify()
+
+    def stop(self, timeout_seconds: float = STOP_TIMEOUT_SECONDS) -> None:
+        """Refuse new requests, finish the queued ones, close the held connection."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        self._thread.join(timeout_seconds)
+
+    def _take(self) -> list[PendingWrite[Token]]:
+        with self._condition:
+            while not self._queue and not self._stopping:
+                self._condition.wait()
+            count = min(len(self._queue), self._max_batch)
+            return [self._queue.popleft() for _ in range(count)]
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                batch = self._take()
+                if not batch:
+                    return
+                self.run_batch(batch)
+                try:
+                    self._deliver(batch)
+                except Exception:  # the loop is gone (shutdown): nobody is waiting any more
+                    logger.exception("could not deliver a batch's outcomes on shard %d", self.shard.index)
+        finally:
+            self._drop_connection(broken=False)
+
+    def run_batch(self, batch: Sequence[PendingWrite[Token]]) -> None:
+        """Run ``batch`` in one transaction, or (on an unexpected failure) one by one; when this
+        returns every request has its outcome and every effect it reports has committed."""
+        ordered = batch_order(batch)
+        try:
+            with BatchTransaction(self.shard.engine, self._held_connection()) as transaction:
+                for request in ordered:
+                    kept = transaction.savepoints_kept
+                    try:
+                        request.result = request.work()
+                        request.error = None
+                    except CofferError as refusal:
+                        if transaction.savepoints_kept != kept:
+                            raise  # refused after its effect was kept: only a rerun undoes it
+                        request.result, request.error = None, refusal
+                transaction.commit()
+            self.batches_committed += 1
+            return
+        except Exception as failure:  # every other failure means: rerun singly
+            logger.warning(
+                "a batch of %d on shard %d failed (%s); rerunning its requests one by one",
+                len(ordered),
+                self.shard.index,
+                type(failure).__name__,
+            )
+            self._drop_connection(broken=True)
+        self.batches_rerun += 1
+        for request in ordered:
+            # No batch is open on this thread now, so each request opens its own transaction.
+            try:
+                request.result, request.error = request.work(), None
+            except Exception as error:  # delivered to that request's caller
+                request.result, request.error = None, error
+
+    def _held_connection(self) -> Connection:
+        if self._connection is None or self._connection.closed or self._connection.invalidated:
+            self._drop_connection(broken=True)
+            self._connection = self.shard.engine.connect()
+        return self._connection
+
+    def _drop_connection(self, *, broken: bool) -> None:
+        """Give the held connection back; after a failure it is discarded, not pooled (its
+        session may be in any state)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with contextlib.suppress(Exception):
+            if broken:
+                connection.invalidate()
+            connection.close()
+
+
+class GroupCommit(Generic[Token]):
+    """One :class:`ShardWriter` per shard of the router."""
+
+    def __init__(
+        self,
+        router: ShardRouter,
+        deliver: Callable[[Sequence[PendingWrite[Token]]], None],
+        *,
+        max_batch_requests: int = MAX_BATCH_REQUESTS,
+    ) -> None:
+        self.writers = tuple(
+            ShardWriter(shard, deliver, max_batch_requests=max_batch_requests) for shard in router.shards
+        )
+
+    def submit(self, route: WriteRoute, work: Callable[[], T], token: Token) -> None:
+        self.writers[route.shard.index].submit(PendingWrite(route, work, token))
+
+    def stop(self) -> None:
+        for writer in self.writers:
+            writer.stop()

@@ -1,0 +1,238 @@
+"""Group commit (engine.service.group_commit) on real PostgreSQL and on SQLite: each request of a
+batch gets exactly its own answer, one user's requests apply in arrival order, an unexpected
+failure reruns the batch one by one, and nothing is doubled."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import text
+
+from engine.domain.commands import ChargeCommand, FreezeAccountCommand, IssueCommand, TopUpSpec
+from engine.domain.errors import CofferError, Reason
+from engine.domain.money import Asset
+from engine.domain.results import ChargeResult
+from engine.service.account_admin import set_account_frozen
+from engine.service.audit import audit
+from engine.service.charge import charge
+from engine.service.context import EngineContext
+from engine.service.group_commit import (
+    GroupCommit,
+    PendingWrite,
+    ShardWriter,
+    batch_order,
+    route_for_user,
+)
+from engine.service.issue import issue
+from engine.service.queries import get_wallet
+from tests.support.coupons import claim_one, template
+from tests.support.wallets import available, transaction_count
+
+# Even users: with two shards and the default virtual shards they all live on shard 0.
+GOOD, POOR, FROZEN, COUPON_OWNER, REPLAYER = 2, 4, 6, 8, 10
+
+
+def _top_up(context: EngineContext, user_id: int, amount: int) -> None:
+    issue(context, IssueCommand(f"top-{user_id}", user_id, TopUpSpec(amount, Asset.CASH, "alipay", "x")))
+
+
+def _pending(context: EngineContext, command: ChargeCommand) -> PendingWrite[str]:
+    return PendingWrite(
+        route_for_user(context, command.user_id),
+        lambda: charge(context, command),
+        command.idempotency_key,
+    )
+
+
+def _writer(context: EngineContext) -> ShardWriter[str]:
+    shard = context.router.for_user(GOOD)
+    return ShardWriter(shard, lambda _settled: None)
+
+
+def _run(context: EngineContext, batch: list[PendingWrite[str]]) -> ShardWriter[str]:
+    """``batch`` as exactly one batch of shard 0's writer (driven directly, so its composition
+    is certain); the writer is stopped afterwards."""
+    writer = _writer(context)
+    try:
+        writer.run_batch(batch)
+    finally:
+        writer.stop()
+    return writer
+
+
+def _outcome(request: PendingWrite[Any]) -> str:
+    if request.error is not None:
+        assert isinstance(request.error, CofferError), request.error
+        return request.error.reason.label
+    result = request.result
+    assert isinstance(result, ChargeResult)
+    return "replayed" if result.replayed else "ok"
+
+
+def test_one_batch_gives_each_request_its_own_answer(engine_context: EngineContext) -> None:
+    context = engine_context
+    for user_id in (GOOD, POOR, FROZEN, COUPON_OWNER, REPLAYER):
+        _top_up(context, user_id, 1_000 if user_id != POOR else 100)
+    set_account_frozen(context, FreezeAccountCommand("freeze", FROZEN, True, "risk review", "ops-1"))
+    coupon_id = claim_one(context, COUPON_OWNER, template(context, amount_off=100, min_spend=100))
+    coupons = (coupon_id,)
+    earlier = charge(context, ChargeCommand("paid-before", REPLAYER, "o-before", "m", "", 50))
+
+    batch = [
+        _pending(context, ChargeCommand("good", GOOD, "o-good", "m", "", 300)),
+        _pending(context, ChargeCommand("overdraft", POOR, "o-poor", "m", "", 500)),
+        _pending(context, ChargeCommand("paid-before", REPLAYER, "o-before", "m", "", 50)),
+        _pending(context, ChargeCommand("paid-before", REPLAYER, "o-other", "m", "", 70)),
+        _pending(context, ChargeCommand("frozen", FROZEN, "o-frozen", "m", "", 10)),
+        _pending(context, ChargeCommand("coupon-1", COUPON_OWNER, "o-c1", "m", "", 400, coupon_ids=coupons)),
+        _pending(context, ChargeCommand("coupon-2", COUPON_OWNER, "o-c2", "m", "", 400, coupon_ids=coupons)),
+    ]
+    writer = _run(context, batch)
+    assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
+    assert [_outcome(request) for request in batch] == [
+        "ok",
+        Reason.INSUFFICIENT_FUNDS.label,
+        "replayed",
+        Reason.IDEMPOTENCY_KEY_REUSED.label,
+        Reason.ACCOUNT_FROZEN.label,
+        "ok",
+        Reason.COUPON_ALREADY_USED.label,
+    ]
+    replay = batch[2].result
+    assert isinstance(replay, ChargeResult) and replay.charge_id == earlier.charge_id
+    good = batch[0].result
+    assert isinstance(good, ChargeResult) and available(good.wallet) == 700
+    assert available(get_wallet(context, GOOD)) == 700
+    assert available(get_wallet(context, POOR)) == 100
+    assert available(get_wallet(context, FROZEN)) == 1_000
+    assert available(get_wallet(context, REPLAYER)) == 950
+    assert available(get_wallet(context, COUPON_OWNER)) == 1_000 - 300
+    assert transaction_count(context, REPLAYER, "CHARGE") == 1
+    assert audit(context).ok
+
+
+def test_an_unexpected_failure_reruns_the_batch_one_by_one(engine_context: EngineContext) -> None:
+    context = engine_context
+    _top_up(context, GOOD, 1_000)
+
+    def broken() -> object:
+        # What a lost connection or a bug looks like to the writer: not a refusal.
+        raise RuntimeError("boom")
+
+    batch = [
+        _pending(context, ChargeCommand("a", GOOD, "o-a", "m", "", 100)),
+        PendingWrite(route_for_user(context, GOOD), broken, "broken"),
+        _pending(context, ChargeCommand("b", GOOD, "o-b", "m", "", 2_000)),
+        _pending(context, ChargeCommand("c", GOOD, "o-c", "m", "", 200)),
+    ]
+    writer = _run(context, batch)
+    assert (writer.batches_committed, writer.batches_rerun) == (0, 1)
+    assert _outcome(batch[0]) == "ok" and _outcome(batch[3]) == "ok"
+    assert isinstance(batch[1].error, RuntimeError)
+    assert _outcome(batch[2]) == Reason.INSUFFICIENT_FUNDS.label
+    assert available(get_wallet(context, GOOD)) == 700
+    assert transaction_count(context, GOOD, "CHARGE") == 2
+    assert audit(context).ok
+
+
+def test_a_failed_commit_is_rerun_and_nothing_doubles(pg_context: EngineContext) -> None:
+    """The batch's connection dies under it (as pg_terminate_backend does): the rerun opens its
+    own transactions and every request is applied exactly once."""
+    context = pg_context
+    _top_up(context, GOOD, 1_000)
+    writer = _writer(context)
+
+    def kill_my_connection() -> object:
+        connection = writer._connection  # the test reaches for the held connection
+        assert connection is not None
+        with context.router.for_user(GOOD).engine.connect() as other:
+            pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        return None
+
+    batch = [
+        _pending(context, ChargeCommand("a", GOOD, "o-a", "m", "", 100)),
+        _pending(context, ChargeCommand("b", GOOD, "o-b", "m", "", 200)),
+    ]
+    killer = PendingWrite(route_for_user(context, GOOD), kill_my_connection, "killer")
+    try:
+        writer.run_batch([batch[0], killer, batch[1]])
+    finally:
+        writer.stop()
+    assert writer.batches_rerun == 1
+    assert [_outcome(request) for request in batch] == ["ok", "ok"]
+    assert available(get_wallet(context, GOOD)) == 700
+    assert transaction_count(context, GOOD, "CHARGE") == 2
+    assert audit(context).ok
+
+
+def test_batch_order_sorts_by_user_and_keeps_each_users_arrival_order(engine_context: EngineContext) -> None:
+    def request(user_id: int | None, token: str) -> PendingWrite[str]:
+        route = route_for_user(engine_context, user_id) if user_id is not None else None
+        if route is None:
+            route = route_for_user(engine_context, GOOD)
+            route = type(route)(route.shard, None)
+        return PendingWrite(route, lambda: None, token)
+
+    batch = [request(9, "9a"), request(3, "3a"), request(9, "9b"), request(None, "fence"), request(1, "1a")]
+    assert [item.token for item in batch_order(batch)] == ["3a", "9a", "9b", "fence", "1a"]
+
+
+def test_five_hundred_charges_for_one_user_end_at_the_exact_balance(engine_context: EngineContext) -> None:
+    context = engine_context
+    _top_up(context, GOOD, 3_000)
+    settled: list[PendingWrite[int]] = []
+    done = threading.Event()
+    count = 500
+
+    def deliver(batch: Sequence[PendingWrite[int]]) -> None:
+        settled.extend(batch)
+        if len(settled) == count:
+            done.set()
+
+    group_commit: GroupCommit[int] = GroupCommit(context.router, deliver)
+
+    def work(index: int) -> Callable[[], object]:
+        return lambda: charge(context, ChargeCommand(f"c-{index}", GOOD, f"o-{index}", "m", "", 7))
+
+    try:
+        for index in range(count):
+            group_commit.submit(route_for_user(context, GOOD), work(index), index)
+        assert done.wait(120), f"{len(settled)} of {count} settled"
+    finally:
+        group_commit.stop()
+    outcomes = [_outcome(request) for request in sorted(settled, key=lambda item: item.token)]
+    # Arrival order within the user: the first 428 fit (2,996), every later one is refused.
+    assert outcomes == ["ok"] * 428 + [Reason.INSUFFICIENT_FUNDS.label] * 72
+    assert available(get_wallet(context, GOOD)) == 4
+    assert transaction_count(context, GOOD, "CHARGE") == 428
+    writer = group_commit.writers[context.router.for_user(GOOD).index]
+    assert writer.batches_committed >= 500 // 64 and writer.batches_rerun == 0
+    assert audit(context).ok
+
+
+def test_a_refusal_after_a_kept_savepoint_reruns_the_batch(engine_context: EngineContext) -> None:
+    """A refusal raised once a request's unit of work was kept cannot be rolled back alone: the
+    writer reruns the batch one by one rather than commit an effect whose caller saw a refusal
+    next to neighbours that were rolled back with it."""
+    context = engine_context
+    _top_up(context, GOOD, 1_000)
+
+    def charged_then_refused() -> object:
+        charge(context, ChargeCommand("late", GOOD, "o-late", "m", "", 100))
+        raise CofferError(Reason.INSUFFICIENT_FUNDS, "refused after the effect")
+
+    batch = [
+        _pending(context, ChargeCommand("first", GOOD, "o-first", "m", "", 200)),
+        PendingWrite(route_for_user(context, GOOD), charged_then_refused, "late"),
+    ]
+    writer = _run(context, batch)
+    assert (writer.batches_committed, writer.batches_rerun) == (0, 1)
+    assert _outcome(batch[0]) == "ok"
+    assert isinstance(batch[1].error, CofferError)
+    # One by one, as a lone request runs: each charge applied exactly once.
+    assert available(get_wallet(context, GOOD)) == 700
+    assert transaction_count(context, GOOD, "CHARGE") == 2
+    assert audit(context).ok
