@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/coffer/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-scale loadtest system-packages clean
+.PHONY: run test lint proto proto-check bench bench-scale loadtest system-packages certs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,12 +27,15 @@ system-packages:
 
 #: What scripts/gen_reasons.py writes from the ErrorReason enum (committed, like the stubs).
 REASON_MODULES := engine/domain/reasons.py clients/_reason_errors.py
+#: What scripts/gen_api_docs.py writes from the protos' comments (committed, like the stubs).
+API_DOCS := docs/api.md
 
-## proto: regenerate the stubs (with typed .pyi) into coffer/v1, and the reason modules
+## proto: regenerate the stubs (with typed .pyi) into coffer/v1, the reason modules and docs/api.md
 proto: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m grpc_tools.protoc -I protos \
 		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. $(PROTOS)
 	$(PY) scripts/gen_reasons.py
+	$(PY) scripts/gen_api_docs.py
 
 ## proto-check: fail when the committed stubs are not what the protos generate
 proto-check: $(STAMP)
@@ -43,8 +46,9 @@ proto-check: $(STAMP)
 		cmp -s "$$f" "coffer/v1/$$(basename $$f)" || { echo "stale stub: coffer/v1/$$(basename $$f) (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done && \
 	$(PY) scripts/gen_reasons.py --out-dir $$tmp && \
-	for f in $(REASON_MODULES); do \
-		cmp -s "$$tmp/$$f" "$$f" || { echo "stale generated module: $$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
+	$(PY) scripts/gen_api_docs.py --out-dir $$tmp && \
+	for f in $(REASON_MODULES) $(API_DOCS); do \
+		cmp -s "$$tmp/$$f" "$$f" || { echo "stale generated file: $$f (run make proto)"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "stubs are current"
 
 ## lint: ruff on everything, mypy --strict on engine and clients, the layering contracts
@@ -72,6 +76,10 @@ bench-scale: $(STAMP) system-packages
 ## loadtest: a 60 s, 32-way harness run on SQLite and on PostgreSQL, each ending in the audit
 loadtest: $(STAMP) system-packages
 	$(PY) -m clients.loadtest.suite --duration 60 --concurrency 32
+
+## certs: a development CA, server and per-role client certificates, token keys under var/certs/ (docs/security.md)
+certs: $(STAMP)
+	$(PY) scripts/make_certs.py --out var/certs
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -220,7 +220,7 @@ class ActivityNotEligible(FailedPreconditionError):
 class IllegalStateTransition(FailedPreconditionError):
     """``ILLEGAL_STATE_TRANSITION`` (status FAILED_PRECONDITION).
 
-    The coupon state table (CONTRACT.md §3) refuses the requested transition.
+    The coupon state table (docs/coupons.md) refuses the requested transition.
     Status FAILED_PRECONDITION.
     """
 

@@ -132,3 +132,30 @@ def build_redeem_gift_card_request(
         currency=currency,
         gift_card=engine_pb2.GiftCardRedemption(code=code, amount=amount),
     )
+
+
+def build_gift_card_issue_request(
+    user_id: int,
+    amount: int,
+    *,
+    idempotency_key: str,
+    code: str = "",
+    payment_channel: str = "",
+    channel_txn_id: str = "",
+    ttl_days: int = 0,
+    context: common_pb2.RequestContext | None = None,
+) -> engine_pb2.IssueRequest:
+    """A new gift card (no ``code``) or a reload of ``code``: sold through ``payment_channel``,
+    or promotional when it is empty."""
+    return engine_pb2.IssueRequest(
+        idempotency_key=idempotency_key,
+        user_id=user_id,
+        context=context,
+        gift_card=engine_pb2.GiftCardIssue(
+            amount=amount,
+            code=code,
+            payment_channel=payment_channel,
+            channel_txn_id=channel_txn_id,
+            ttl_days=ttl_days,
+        ),
+    )

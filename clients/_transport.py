@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
 from clients._requests import new_idempotency_key
@@ -28,6 +31,91 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_timeout_ms", 10_000),
 )
+
+#: Longest credential file read (a CA bundle, a certificate chain or a key is a few KiB).
+MAX_CREDENTIAL_FILE_BYTES = 1 << 20
+#: Per-call metadata key of the bearer token (the security issue's token authentication).
+AUTHORIZATION_KEY = "authorization"
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a TLS channel: ``ca`` verifies the engine; ``cert`` and ``key`` (both or
+    neither) are this client's certificate chain and private key for mutual TLS."""
+
+    ca: Path
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate and its key go together: give both or neither")
+
+
+def _read_pem(path: Path) -> bytes:
+    with path.open("rb") as file:
+        data = file.read(MAX_CREDENTIAL_FILE_BYTES + 1)
+    if len(data) > MAX_CREDENTIAL_FILE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_CREDENTIAL_FILE_BYTES} bytes; not a PEM file")
+    return data
+
+
+def tls_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
+    """Channel credentials from the PEM files (read once, here; OSError when one is missing)."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read_pem(files.ca),
+        private_key=None if files.key is None else _read_pem(files.key),
+        certificate_chain=None if files.cert is None else _read_pem(files.cert),
+    )
+
+
+def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """``authorization: Bearer <token>`` as per-call metadata (empty without a token). Per-call
+    metadata, not call credentials, so the same token also rides a plaintext loopback channel."""
+    if token is None:
+        return ()
+    if not token or any(char.isspace() for char in token):
+        raise ValueError("a token is a non-empty string without spaces")
+    return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
+
+
+def _health_messages() -> tuple[type[Message], type[Message]]:
+    """``grpc.health.v1`` request and response classes, built from a two-message descriptor in a
+    private pool: the client then needs no grpcio-health-checking, and cannot clash with the
+    engine's registration of the same file when both run in one process (the tests)."""
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="clients/grpc_health_v1.proto", package="grpc.health.v1", syntax="proto3"
+    )
+    request = proto.message_type.add(name="HealthCheckRequest")
+    request.field.add(
+        name="service",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
+    response = proto.message_type.add(name="HealthCheckResponse")
+    status = response.enum_type.add(name="ServingStatus")
+    for number, name in enumerate(HEALTH_STATUSES):
+        status.value.add(name=name, number=number)
+    response.field.add(
+        name="status",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_ENUM,
+        type_name=".grpc.health.v1.HealthCheckResponse.ServingStatus",
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return (
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest")),
+        message_factory.GetMessageClass(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")),
+    )
+
+
+#: ``grpc.health.v1.HealthCheckResponse.ServingStatus`` by number.
+HEALTH_STATUSES = ("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")
+HEALTH_CHECK_METHOD = "/grpc.health.v1.Health/Check"
+HealthCheckRequest, HealthCheckResponse = _health_messages()
 
 #: "Service.Method" -> (service, request type) for :meth:`OrderClient.send`.
 RPCS: dict[str, tuple[str, type[Message]]] = {
@@ -63,6 +151,8 @@ class Transport:
         *,
         channel: grpc.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
+        tls: TlsFiles | None = None,
+        token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         retry: RetryPolicy | None = None,
         metadata: Sequence[tuple[str, str]] = (),
@@ -74,7 +164,12 @@ class Transport:
             raise ValueError("timeout must be positive")
         if not 1 <= connections <= MAX_CONNECTIONS:
             raise ValueError(f"connections must be within 1..{MAX_CONNECTIONS}")
+        if tls is not None:
+            if credentials is not None:
+                raise ValueError("give tls or credentials, not both")
+            credentials = tls_credentials(tls)
         self.target = target
+        self.secure = credentials is not None
         self._owns_channel = channel is None
         if channel is None:
             # Several connections let an engine running several worker processes on one port
@@ -98,7 +193,7 @@ class Transport:
         self.engine, self.admin = self._stubs[0]
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self.metadata = tuple(metadata)
+        self.metadata = (*metadata, *bearer_metadata(token))
         self.key_prefix = key_prefix
         self.on_retry = on_retry
 
@@ -158,3 +253,22 @@ class Transport:
                 raise from_rpc_error(error) from None
 
         return call_with_retries(rpc, attempt, policy, self.on_retry)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """``grpc.health.v1.Health/Check`` once (no retries: a probe reports what it sees now):
+        ``"SERVING"``, ``"NOT_SERVING"``, ... Raises the typed error when the engine does not answer."""
+        check = self.channel.unary_unary(
+            HEALTH_CHECK_METHOD,
+            request_serializer=HealthCheckRequest.SerializeToString,
+            response_deserializer=HealthCheckResponse.FromString,
+        )
+        try:
+            answer = check(
+                HealthCheckRequest(service=service),
+                timeout=self.timeout if timeout is None else timeout,
+                metadata=self.metadata,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        status: int = getattr(answer, "status", 0)
+        return HEALTH_STATUSES[status] if 0 <= status < len(HEALTH_STATUSES) else str(status)

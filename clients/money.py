@@ -9,7 +9,19 @@ from __future__ import annotations
 import decimal
 import re
 
-#: CONTRACT §1: one request moves at most 10^13 fen.
+__all__ = [
+    "MAX_AMOUNT_CHARS",
+    "MAX_AMOUNT_FEN",
+    "MINOR_DIGITS",
+    "MINOR_PER_MAJOR",
+    "AmountError",
+    "format_fen",
+    "parse_amount",
+    "parse_units",
+    "yuan_text",
+]
+
+#: One request moves at most 10^13 fen (the engine's per-request limit, docs/api.md).
 MAX_AMOUNT_FEN = 10**13
 #: Units per major unit (fen per yuan; one currency per deployment).
 MINOR_PER_MAJOR = 100
@@ -63,8 +75,16 @@ def parse_units(text: str, *, limit: int = MAX_AMOUNT_FEN) -> int:
     return units
 
 
-def format_fen(fen: int) -> str:
-    """``15000`` -> ``"150.00"`` (exact; negative values keep their sign)."""
+def format_fen(fen: int, *, grouping: bool = True) -> str:
+    """``15000`` -> ``"150.00"`` (exact; negative values keep their sign). ``grouping`` puts
+    thousands separators in (``"1,234.56"``, for people); without it the text parses back with
+    :func:`parse_amount` (``"1234.56"``, for JSON)."""
     sign = "-" if fen < 0 else ""
     whole, part = divmod(abs(fen), MINOR_PER_MAJOR)
-    return f"{sign}{whole:,}.{part:0{MINOR_DIGITS}d}"
+    separator = "," if grouping else ""
+    return f"{sign}{whole:{separator}}.{part:0{MINOR_DIGITS}d}"
+
+
+def yuan_text(fen: int) -> str:
+    """``123456`` -> ``"1234.56"``: the machine-readable yuan string (``--json``'s ``*_yuan``)."""
+    return format_fen(fen, grouping=False)

@@ -1,4 +1,4 @@
-"""The order-service client: a typed wrapper over the ``coffer.v1`` stubs (CONTRACT §7).
+"""The order-service client: a typed wrapper over the ``coffer.v1`` stubs (docs/api.md).
 
     from clients.order_client import OrderClient, InsufficientFunds
 
@@ -33,6 +33,7 @@ from clients._requests import (
     LineItemLike,
     RefundItemLike,
     build_charge_request,
+    build_gift_card_issue_request,
     build_redeem_coupon_request,
     build_redeem_gift_card_request,
     build_refund_request,
@@ -47,6 +48,7 @@ from clients._transport import (
     DEFAULT_TIMEOUT_SECONDS,
     MAX_CONNECTIONS,
     RPCS,
+    TlsFiles,
     Transport,
 )
 from clients.errors import *  # noqa: F403  (re-exported: callers import the exceptions from here)
@@ -59,9 +61,10 @@ MAX_PAGES_LIMIT = 10_000
 class OrderClient(Transport):
     """A synchronous, thread-safe client for ``TransactionEngine`` and ``Admin``.
 
-    ``target`` is ``host:port`` (plaintext) unless ``credentials`` are given; pass ``channel`` to
-    reuse one you built. ``timeout`` is the default deadline of every attempt, ``retry`` the
-    default :class:`RetryPolicy`; both can be overridden per call. ``on_retry(rpc, error,
+    ``target`` is ``host:port``, plaintext unless ``tls=TlsFiles(ca, cert, key)`` (or ready-made
+    ``credentials``) are given; ``token`` adds ``authorization: Bearer <token>`` to every call.
+    Pass ``channel`` to reuse one you built. ``timeout`` is the default deadline of every attempt,
+    ``retry`` the default :class:`RetryPolicy`; both can be overridden per call. ``on_retry(rpc, error,
     attempt)`` is called before each retry (for metrics and logs).
     """
 
@@ -175,21 +178,17 @@ class OrderClient(Transport):
         timeout: float | None = None,
     ) -> engine_pb2.IssueResponse:
         """A new card (no ``code``) or a reload of ``code``; ``response.gift_card`` holds it."""
-        return self.issue(
-            engine_pb2.IssueRequest(
-                idempotency_key=self._key(idempotency_key),
-                user_id=user_id,
-                context=context,
-                gift_card=engine_pb2.GiftCardIssue(
-                    amount=amount,
-                    code=code,
-                    payment_channel=payment_channel,
-                    channel_txn_id=channel_txn_id,
-                    ttl_days=ttl_days,
-                ),
-            ),
-            timeout=timeout,
+        request = build_gift_card_issue_request(
+            user_id,
+            amount,
+            idempotency_key=self._key(idempotency_key),
+            code=code,
+            payment_channel=payment_channel,
+            channel_txn_id=channel_txn_id,
+            ttl_days=ttl_days,
+            context=context,
         )
+        return self.issue(request, timeout=timeout)
 
     def issue_activity(
         self,
@@ -438,7 +437,7 @@ class OrderClient(Transport):
     # -- Admin -------------------------------------------------------------------------------
 
     def audit(self, shard: int | None = None, *, timeout: float | None = None) -> admin_pb2.AuditReport:
-        """The CONTRACT §8 invariant report (every shard unless ``shard`` is given)."""
+        """The ledger invariant report (every shard unless ``shard`` is given)."""
         request = admin_pb2.AuditRequest() if shard is None else admin_pb2.AuditRequest(shard=shard)
         response: admin_pb2.AuditReport = self.send("Admin.Audit", request, timeout=timeout)
         return response
@@ -461,6 +460,28 @@ class OrderClient(Transport):
         response: admin_pb2.CreateActivityResponse = self.send(
             "Admin.CreateActivity", request, timeout=timeout
         )
+        return response
+
+    def set_account_frozen(
+        self,
+        user_id: int,
+        frozen: bool,
+        *,
+        reason: str,
+        operator_id: str,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,
+    ) -> admin_pb2.AccountState:
+        """Freeze (``frozen=True``) or unfreeze a wallet; while frozen, every movement out of it is
+        refused with ACCOUNT_FROZEN."""
+        request = admin_pb2.FreezeAccountRequest(
+            idempotency_key=self._key(idempotency_key),
+            user_id=user_id,
+            reason=reason,
+            operator_id=operator_id,
+        )
+        rpc = "Admin.FreezeAccount" if frozen else "Admin.UnfreezeAccount"
+        response: admin_pb2.AccountState = self.send(rpc, request, timeout=timeout)
         return response
 
     def adjust(
@@ -508,8 +529,10 @@ __all__ = [
     "RefundItemLike",
     "RetryHook",
     "RetryPolicy",
+    "TlsFiles",
     "balance_of",
     "build_charge_request",
+    "build_gift_card_issue_request",
     "build_redeem_coupon_request",
     "build_redeem_gift_card_request",
     "build_refund_request",

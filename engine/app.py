@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO
 
 import grpc
@@ -38,6 +39,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 
 from coffer.v1 import admin_pb2, admin_pb2_grpc, engine_pb2, engine_pb2_grpc
 from engine.api.admin import AdminServicer
+from engine.api.auth import Authenticator, AuthInterceptor, CertificateAuthenticator, TokenAuthenticator
 from engine.api.metrics import MetricsInterceptor, MetricsServer, record_shard_up, serve_metrics, watch_pools
 from engine.api.request_log import RequestLogInterceptor
 from engine.api.runner import UseCaseRunner
@@ -45,6 +47,7 @@ from engine.api.servicer import TransactionEngineServicer
 from engine.config import DEFAULT_SQLITE_DIRECTORY, Settings
 from engine.jobs.run import run_expire
 from engine.process_log import configure_logging, first_line
+from engine.security.tokens import TokenVerifier
 from engine.service.context import EngineContext
 from engine.storage.migrations import ShardConfigurationMismatch, migrate_all
 from engine.storage.router import Shard, ShardRouter
@@ -101,7 +104,7 @@ def check_listen_allowed(settings: Settings) -> None:
     """``COFFER_AUTH=none`` is refused anywhere but a loopback address (CONTRACT §6)."""
     host, _port = _split_listen(settings.listen)
     if settings.auth != "none":
-        raise StartupFailure(f"COFFER_AUTH={settings.auth} is not available yet; use none on loopback")
+        return
     loopback = host == "localhost"
     if not loopback:
         try:
@@ -198,6 +201,45 @@ def wait_for_shards(
         interval = min(interval * 2, SHARD_WAIT_MAX_INTERVAL_SECONDS)
 
 
+def _read_pem(variable: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as error:
+        raise StartupFailure(f"{variable}={path}: {error.strerror}") from error
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS for the listen port (``None``: plaintext). With mtls the handshake demands a client
+    certificate signed by ``COFFER_TLS_CLIENT_CA``: grpc's Python API cannot ask for one without
+    demanding it (``require_client_auth=False`` asks for none), so health and reflection are
+    open on ``COFFER_PROBE_LISTEN`` instead (docs/security.md)."""
+    if not settings.tls:
+        return None
+    pair = (_read_pem("COFFER_TLS_KEY", settings.tls_key), _read_pem("COFFER_TLS_CERT", settings.tls_cert))
+    if settings.auth == "mtls":
+        client_ca = _read_pem("COFFER_TLS_CLIENT_CA", settings.tls_client_ca)
+        return grpc.ssl_server_credentials([pair], root_certificates=client_ca, require_client_auth=True)
+    return grpc.ssl_server_credentials([pair])
+
+
+def probe_credentials(settings: Settings) -> grpc.ServerCredentials:
+    """TLS without client certificates, for ``COFFER_PROBE_LISTEN``."""
+    pair = (_read_pem("COFFER_TLS_KEY", settings.tls_key), _read_pem("COFFER_TLS_CERT", settings.tls_cert))
+    return grpc.ssl_server_credentials([pair])
+
+
+def authenticator(settings: Settings) -> Authenticator | None:
+    """Who the callers are under ``COFFER_AUTH`` (``None`` for none: loopback only, no roles)."""
+    if settings.auth == "mtls":
+        return CertificateAuthenticator()
+    if settings.auth == "token":
+        try:
+            return TokenAuthenticator(TokenVerifier.from_file(Path(settings.token_keys)))
+        except (OSError, ValueError) as error:
+            raise StartupFailure(f"COFFER_TOKEN_KEYS={settings.token_keys}: {first_line(error)}") from error
+    return None
+
+
 class EngineServer:
     """One engine: gRPC services on the listen port, metrics, the scheduled jobs.
 
@@ -211,6 +253,11 @@ class EngineServer:
         self.context = EngineContext(self.router, settings)
         self.runner = UseCaseRunner(settings.worker_threads, self.router)
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
+        callers = authenticator(settings)
+        # The auth check runs innermost, so metrics and the request log count its refusals too.
+        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(), RequestLogInterceptor()]
+        if callers is not None:
+            interceptors.append(AuthInterceptor(callers))
         self.server = grpc.aio.server(
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -218,7 +265,7 @@ class EngineServer:
                 ("grpc.so_reuseport", 1 if share_port else 0),
             ],
             maximum_concurrent_rpcs=settings.worker_threads * 64,
-            interceptors=[MetricsInterceptor(), RequestLogInterceptor()],
+            interceptors=interceptors,
         )
         engine_pb2_grpc.add_TransactionEngineServicer_to_server(
             TransactionEngineServicer(self.context, self.runner), self.server
@@ -229,17 +276,30 @@ class EngineServer:
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         try:
-            self.port = self.server.add_insecure_port(settings.listen)
-        except RuntimeError as error:
+            self.port = self._add_port(settings.listen, server_credentials(settings))
+            self.probe_port = 0
+            if settings.probe_listen:
+                self.probe_port = self._add_port(settings.probe_listen, probe_credentials(settings))
+        except (RuntimeError, StartupFailure) as error:
             self.runner.shutdown()
             self.router.dispose()
-            raise StartupFailure(f"cannot listen on {settings.listen} (is the port in use?)") from error
+            if isinstance(error, StartupFailure):
+                raise
+            raise StartupFailure(f"cannot listen on {error} (is the port in use?)") from error
         self._stopping = asyncio.Event()
         self._stop_waiting = threading.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._metrics: MetricsServer | None = None
         # Probes get their own thread so a hung shard never takes a use-case thread.
         self._probe_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coffer-probe")
+
+    def _add_port(self, listen: str, credentials: grpc.ServerCredentials | None) -> int:
+        try:
+            if credentials is None:
+                return self.server.add_insecure_port(listen)
+            return self.server.add_secure_port(listen, credentials)
+        except RuntimeError as error:
+            raise RuntimeError(listen) from error
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):

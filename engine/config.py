@@ -78,6 +78,16 @@ class Settings:
     virtual_shards: int = _setting(128, "virtual shard count; fixed once the shards are created")
     redis_url: str = _setting("", "Redis for risk counters and caches (empty: in-process)")
     auth: str = _setting("none", "none (allowed only on a loopback address), token or mtls")
+    tls_cert: str = _setting("", "the server's TLS certificate chain, PEM (empty: plaintext, loopback only)")
+    tls_key: str = _setting("", "the server certificate's private key, PEM")
+    tls_client_ca: str = _setting("", "the CA that signs client certificates, PEM (COFFER_AUTH=mtls)")
+    token_keys: str = _setting(
+        "", "file of PEM public keys (Ed25519 or RSA) or an HS256 secret verifying caller tokens (token)"
+    )
+    probe_listen: str = _setting(
+        "", "COFFER_AUTH=mtls: a second TLS address that asks for no client certificate, for health "
+        "and reflection (every coffer RPC there is UNAUTHENTICATED); empty: none"
+    )
     metrics_port: int = _setting(9464, "Prometheus /metrics port on the listen host (0: off)")
     log_format: LogFormat = _setting(  # noqa: RUF009 - _setting returns a dataclasses.Field
         LogFormat.TEXT, "text (human-readable) or json (one object per line)"
@@ -128,6 +138,7 @@ class Settings:
             raise ConfigurationError(f"COFFER_WORKERS must be within 1..{MAX_WORKERS}")
         if self.auth not in ("none", "token", "mtls"):
             raise ConfigurationError("COFFER_AUTH must be none, token or mtls")
+        self._check_security()
         if self.points_per_yuan <= 0 or not 0 <= self.points_cap_bps <= 10_000:
             raise ConfigurationError("points rate must be positive and the cap within 0..10000 bps")
         if not 0 < self.startup_timeout_seconds <= MAX_STARTUP_TIMEOUT_SECONDS:
@@ -136,6 +147,26 @@ class Settings:
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigurationError("COFFER_METRICS_PORT must be within 0..65535")
+
+
+    def _check_security(self) -> None:
+        """The TLS files come as a pair; token and mtls need TLS and their own trust anchor."""
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigurationError("COFFER_TLS_CERT and COFFER_TLS_KEY are set together or not at all")
+        if self.auth != "none" and not self.tls_cert:
+            raise ConfigurationError(
+                f"COFFER_AUTH={self.auth} needs TLS: set COFFER_TLS_CERT and COFFER_TLS_KEY"
+            )
+        if self.auth == "mtls" and not self.tls_client_ca:
+            raise ConfigurationError("COFFER_AUTH=mtls needs COFFER_TLS_CLIENT_CA")
+        if self.auth == "token" and not self.token_keys:
+            raise ConfigurationError("COFFER_AUTH=token needs COFFER_TOKEN_KEYS")
+        if self.probe_listen and self.auth != "mtls":
+            raise ConfigurationError("COFFER_PROBE_LISTEN is for COFFER_AUTH=mtls only")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
 
 def variable_name(setting: str) -> str:

@@ -19,18 +19,22 @@ name and nobody keeps a second list by hand:
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc_tools
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from grpc_tools import protoc
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-PROTO_ROOT = REPOSITORY / "protos"
+# Run as a script (``python scripts/gen_reasons.py``) or imported as ``scripts.gen_reasons``.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from scripts._proto_source import (
+    REPOSITORY,
+    ProtoCompileError,
+    compile_descriptor_set,
+    leading_comments,
+    write_generated,
+)
+
 COMMON_PROTO = "coffer/v1/common.proto"
 ENUM_NAME = "coffer.v1.ErrorReason"
 CODE_OPTION = "coffer.v1.grpc_code"
@@ -73,40 +77,22 @@ class GenerationError(Exception):
     """The enum breaks a rule the generated code relies on."""
 
 
-def _descriptor_set() -> descriptor_pb2.FileDescriptorSet:
-    include = Path(grpc_tools.__file__).parent / "_proto"
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "common.pb"
-        status = protoc.main(
-            [
-                "protoc",
-                f"-I{PROTO_ROOT}",
-                f"-I{include}",
-                "--include_imports",
-                "--include_source_info",
-                f"--descriptor_set_out={out}",
-                str(PROTO_ROOT / COMMON_PROTO),
-            ]
-        )
-        if status != 0:
-            raise GenerationError(f"protoc failed on {COMMON_PROTO} ({status})")
-        return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
-
-
 def _comments(file: descriptor_pb2.FileDescriptorProto, enum_index: int) -> dict[int, tuple[str, ...]]:
     """Value index -> the lines of its leading comment."""
-    found: dict[int, tuple[str, ...]] = {}
-    for location in file.source_code_info.location:
-        path = list(location.path)
-        if len(path) == 4 and path[:3] == [_FILE_ENUM_TYPE, enum_index, _ENUM_VALUE]:
-            lines = tuple(line.strip() for line in location.leading_comments.strip().splitlines())
-            found[path[3]] = lines
-    return found
+    prefix = (_FILE_ENUM_TYPE, enum_index, _ENUM_VALUE)
+    return {
+        path[3]: lines
+        for path, lines in leading_comments(file).items()
+        if len(path) == 4 and path[:3] == prefix
+    }
 
 
 def read_reasons() -> list[ReasonSpec]:
     """The ErrorReason values after the zero value, in declaration order."""
-    descriptors = _descriptor_set()
+    try:
+        descriptors = compile_descriptor_set([COMMON_PROTO])
+    except ProtoCompileError as error:
+        raise GenerationError(str(error)) from error
     pool = descriptor_pool.DescriptorPool()
     for file_proto in descriptors.file:
         pool.Add(file_proto)
@@ -248,12 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gen_reasons: {error}", file=sys.stderr)
         return 1
     for relative, text in ((ENGINE_MODULE, engine_module(reasons)), (CLIENT_MODULE, client_module(reasons))):
-        target = args.out_dir / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # Write-then-rename: an interrupted run never leaves a half-written module behind.
-        scratch = target.with_suffix(".py.tmp")
-        scratch.write_text(text, encoding="utf-8")
-        os.replace(scratch, target)
+        write_generated(args.out_dir / relative, text)
     return 0
 
 

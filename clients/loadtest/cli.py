@@ -1,6 +1,6 @@
 """Command line of the load-test harness.
 
-    python -m clients.loadtest --target 127.0.0.1:50051 --users 200 --concurrency 16 --duration 30 \
+    python -m clients.loadtest --users 200 --concurrency 16 --duration 30 \
         --mix charge=50,refund=10,topup=10,gift_card_redeem=5,coupon_claim=5,auth_capture=10,duplicate=10 \
         --report report.json --chart latency.html
 
@@ -11,10 +11,12 @@ reported every invariant intact; 1 otherwise; 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from clients._transport import DEFAULT_TARGET
 from clients.loadtest.config import DEFAULT_MIX, KINDS, PRESETS, LoadConfig, MixError, parse_mix
 from clients.loadtest.runner import run
 
@@ -27,11 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"kinds for --mix:\n{kinds}\npresets: {', '.join(PRESETS)}",
     )
-    parser.add_argument("--target", required=True, help="engine host:port")
+    parser.add_argument(
+        "--target",
+        default=os.environ.get("COFFER_TARGET", DEFAULT_TARGET),
+        help=f"engine host:port (default $COFFER_TARGET or {DEFAULT_TARGET}, as for the POS)",
+    )
     parser.add_argument("--users", type=int, default=200, help="users to seed (default 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="worker threads (default 16)")
     parser.add_argument(
-        "--connections", type=int, default=4, help="gRPC connections to spread calls over (default 4)"
+        "--connections",
+        type=int,
+        default=4,
+        help="gRPC connections (TCP) the calls are spread over, 1-64 (default 4); an engine with "
+        "COFFER_WORKERS > 1 shares one port by connection, so use at least that many",
     )
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
     parser.add_argument(

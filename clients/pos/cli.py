@@ -18,40 +18,77 @@ window the journal exists for. Used by tests/e2e/test_pos_crash.py; never set it
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
+from clients._cli import (
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    add_charge_options,
+    amount_arg,
+    command_line,
+    connect,
+    describe_refusal,
+    user_arg,
+)
+from clients._render import (
+    Output,
+    Renderer,
+    fold_key,
+    render_charge,
+    render_gift_card,
+    render_issue,
+    render_redeem,
+    render_refund,
+    render_wallet,
+)
 from clients.errors import REASON_CLASSES, CofferError
-from clients.money import AmountError, format_fen, parse_amount, parse_units
+from clients.money import format_fen
 from clients.order_client import (
     RPCS,
     OrderClient,
     RetryPolicy,
     build_charge_request,
+    build_gift_card_issue_request,
     build_redeem_coupon_request,
     build_redeem_gift_card_request,
     build_refund_request,
     new_idempotency_key,
 )
 from clients.pos.journal import DONE, PENDING, Entry, Journal, JournalBusy, default_path
-from coffer.v1 import common_pb2, engine_pb2
+from coffer.v1 import engine_pb2
+
+__all__ = [
+    "EXIT_BUSY",
+    "EXIT_OK",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "EXIT_USAGE",
+    "build_parser",
+    "fold_key",
+    "main",
+]
 
 CRASH_HOOK = "COFFER_POS_CRASH_AFTER_SEND"
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_BUSY = 0, 1, 2, 3, 4
+EXIT_BUSY = 4
 DEFAULT_TIMEOUT_SECONDS = 10.0
+#: Longest gift-card lifetime a till may sell.
+MAX_TTL_DAYS = 36_600
+#: Commands that only read: nothing is journaled, and a failure is never "kept".
+READ_ONLY = frozenset({"balance", "wallet"})
 
 
 class Unreachable(Exception):
@@ -62,45 +99,19 @@ class Unreachable(Exception):
         self.error = error
 
 
-# -- argument types: exact amounts, or a clear message and exit code 2 --------------------------
-
-
-def amount_arg(text: str) -> int:
-    try:
-        return parse_amount(text)
-    except AmountError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def units_arg(text: str) -> int:
-    try:
-        return parse_units(text)
-    except AmountError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def user_arg(text: str) -> int:
-    if not re.fullmatch(r"[0-9]{1,19}", text.strip()) or not 0 < int(text) < 2**63:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a user id (a positive integer)")
-    return int(text)
-
-
 def _terminal_id(raw: str) -> str:
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", raw)[:32]
     return cleaned or "till"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="coffer-pos",
-        description="Cashier till for coffer: balance checks, redemptions, charges and refunds.",
-        epilog="Amounts are yuan with at most 2 decimals (150.00). Exit codes: 0 done, 1 refused, "
+    parser = command_line(
+        "coffer-pos",
+        "Cashier till for coffer: balance checks, redemptions, charges and refunds.",
+        "Amounts are yuan with at most 2 decimals (150.00). Exit codes: 0 done, 1 refused, "
         "2 bad input, 3 engine unreachable (kept in the journal), 4 journal busy.",
-    )
-    parser.add_argument(
-        "--target",
-        default=os.environ.get("COFFER_TARGET", "127.0.0.1:50051"),
-        help="engine host:port (default $COFFER_TARGET or 127.0.0.1:50051)",
+        timeout_s=DEFAULT_TIMEOUT_SECONDS,
+        attempts=5,
     )
     parser.add_argument(
         "--journal",
@@ -112,11 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("COFFER_POS_TERMINAL", socket.gethostname()),
         help="this till's id, part of every idempotency key (default $COFFER_POS_TERMINAL or hostname)",
     )
-    parser.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS, help="deadline per attempt (s)"
-    )
-    parser.add_argument("--attempts", type=int, default=5, help="attempts per call (1-20)")
-    parser.add_argument("--json", action="store_true", help="print the answer as JSON instead of tables")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     balance = commands.add_parser("balance", help="gift-card balance check")
@@ -144,12 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     charge = commands.add_parser("charge", help="charge a user's wallet for an order")
     charge.add_argument("--user", type=user_arg, required=True)
-    charge.add_argument("--order", required=True, help="order id")
-    charge.add_argument("--amount", type=amount_arg, required=True, help="order total, e.g. 150.00")
-    charge.add_argument("--points", type=units_arg, default=0, help="points to spend")
-    charge.add_argument("--coins", type=units_arg, default=0, help="coins to spend")
-    charge.add_argument("--gift-card", action="append", default=[], help="gift-card code (repeatable)")
-    charge.add_argument("--coupon", action="append", default=[], help="coupon id (repeatable)")
+    add_charge_options(charge)
     merchant(charge)
 
     refund = commands.add_parser("refund", help="refund (part of) a charge or till redemption")
@@ -157,11 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     refund.add_argument("--amount", type=amount_arg, required=True, help="amount, e.g. 20.00")
     refund.add_argument("--reason", default="", help="refund reason")
 
+    sell = commands.add_parser("sell-card", help="sell a new gift card, paid through a payment channel")
+    sell.add_argument("--user", type=user_arg, required=True, help="the card's owner")
+    sell.add_argument("--amount", type=amount_arg, required=True, help="card value, e.g. 100.00")
+    sell.add_argument("--channel", required=True, help="payment channel that took the money (alipay, ...)")
+    sell.add_argument("--channel-txn", required=True, help="the channel's transaction id (dedupes re-sends)")
+    sell.add_argument("--ttl-days", type=int, default=0, help="days until the card expires (0: never)")
+
     wallet = commands.add_parser("wallet", help="a user's balances, points, coupons and gift cards")
     wallet.add_argument("--user", type=user_arg, required=True)
 
     journal = commands.add_parser("journal", help="list this till's journal (no engine needed)")
     journal.add_argument("--limit", type=int, default=20)
+    journal.add_argument("--full-keys", action="store_true", help="show whole keys (they fold otherwise)")
     return parser
 
 
@@ -221,7 +230,8 @@ def recover(journal: Journal, client: OrderClient, out: Output) -> int:
             )
             return EXIT_UNREACHABLE
         except CofferError as error:
-            out.note(f"journal #{entry.seq} {entry.command} ({entry.summary}) refused: {error.reason}")
+            wording = describe_refusal(error, requested_fen=requested_fen(request))
+            out.note(f"journal #{entry.seq} {entry.command} ({entry.summary}) refused: {wording}")
             continue
         replayed = bool(getattr(response, "replayed", False))
         out.note(
@@ -234,194 +244,23 @@ def recover(journal: Journal, client: OrderClient, out: Output) -> int:
 
 # -- output ---------------------------------------------------------------------------------------
 
-
-def _time(value: Any) -> str:
-    if value is None or (value.seconds == 0 and value.nanos == 0):
-        return "-"
-    moment: datetime = value.ToDatetime(tzinfo=UTC)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M")
-
-
-def _enum(enum: Any, value: int, prefix: str) -> str:
-    try:
-        return str(enum.Name(value)).removeprefix(prefix)
-    except ValueError:
-        return str(value)
-
-
-class Output:
-    """Tables on a terminal (rich), or one JSON object per answer with ``--json``."""
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.console = Console(highlight=False)
-        self.err = Console(stderr=True, highlight=False)
-
-    def note(self, text: str) -> None:
-        self.err.print(f"[cyan]{text}[/cyan]")
-
-    def error(self, text: str) -> None:
-        self.err.print(f"[bold red]{text}[/bold red]")
-
-    def response(self, command: str, message: Message, *, recovered: bool = False) -> None:
-        if self.as_json:
-            body = json_format.MessageToDict(
-                message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-            )
-            print(json.dumps({"command": command, "recovered": recovered, "response": body}), flush=True)
-            return
-        render = RENDERERS.get(command)
-        if render is None:
-            self.console.print(message)
-            return
-        for table in render(message):
-            self.console.print(table)
-
-    def refused(self, command: str, error: CofferError) -> None:
-        if self.as_json:
-            payload = {
-                "command": command,
-                "error": {"reason": error.reason, "code": error.code.name, "message": error.message},
-                "metadata": error.metadata,
-            }
-            print(json.dumps(payload), flush=True)
-            return
-        detail = ", ".join(f"{key}={value}" for key, value in sorted(error.metadata.items()))
-        self.error(f"refused: {error.reason}" + (f" ({detail})" if detail else ""))
-        if error.message:
-            self.err.print(error.message)
-
-
-def _kv_table(title: str, rows: Sequence[tuple[str, str]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
-
-
-def _breakdown_rows(breakdown: common_pb2.Breakdown) -> list[tuple[str, str]]:
-    rows = [("discount", format_fen(breakdown.discount))]
-    if breakdown.points_used:
-        rows.append(("points", f"{breakdown.points_used} (= {format_fen(breakdown.points_value)})"))
-    if breakdown.coins_used:
-        rows.append(("coins", format_fen(breakdown.coins_used)))
-    for use in breakdown.gift_cards:
-        rows.append((f"gift card {use.code}", format_fen(use.amount)))
-    if breakdown.gift_card_amount and not breakdown.gift_cards:
-        rows.append(("gift cards", format_fen(breakdown.gift_card_amount)))
-    rows.append(("cash balance", format_fen(breakdown.cash_amount)))
-    return rows
-
-
-def _render_charge(response: engine_pb2.ChargeResponse) -> list[Table]:
-    rows = [
-        ("charge", response.charge_id),
-        ("status", _enum(common_pb2.ChargeStatus, response.status, "CHARGE_STATUS_")),
-        *_breakdown_rows(response.breakdown),
-        ("replayed", "yes" if response.replayed else "no"),
-    ]
-    return [_kv_table("Charge", rows), *_render_wallet(response.wallet)]
-
-
-def _render_refund(response: engine_pb2.RefundResponse) -> list[Table]:
-    charge = response.charge
-    rows = [
-        ("refund", response.refund_id),
-        ("charge", charge.charge_id),
-        ("charge status", _enum(common_pb2.ChargeStatus, charge.status, "CHARGE_STATUS_")),
-        ("refunded in total", format_fen(charge.refunded_amount)),
-        ("of captured", format_fen(charge.captured_amount)),
-        *[(f"back to {name}", value) for name, value in _breakdown_rows(response.breakdown)[1:]],
-        ("replayed", "yes" if response.replayed else "no"),
-    ]
-    return [_kv_table("Refund", rows)]
-
-
-def _render_redeem(response: engine_pb2.RedeemResponse) -> list[Table]:
-    rows = [("transaction", response.transaction_id)]
-    if response.HasField("coupon") or response.discount:
-        rows.append(("discount", format_fen(response.discount)))
-    if response.amount:
-        rows.append(("amount taken", format_fen(response.amount)))
-    if response.HasField("gift_card"):
-        rows.append(("card balance left", format_fen(response.gift_card.balance)))
-    rows.append(("replayed", "yes" if response.replayed else "no"))
-    return [_kv_table("Redemption", rows)]
-
-
-def _render_gift_card(card: common_pb2.GiftCard) -> list[Table]:
-    rows = [
-        ("card", card.code),
-        ("balance", format_fen(card.balance)),
-        ("held", format_fen(card.held)),
-        ("state", _enum(common_pb2.GiftCardState, card.state, "GIFT_CARD_STATE_")),
-        ("expires", _time(card.expires_at) if card.HasField("expires_at") else "never"),
-    ]
-    return [_kv_table("Gift card", rows)]
-
-
-def _render_wallet(wallet: common_pb2.Wallet) -> list[Table]:
-    tables = []
-    balances = Table(title=f"Wallet of user {wallet.user_id}" + (" (FROZEN)" if wallet.frozen else ""))
-    balances.add_column("asset")
-    balances.add_column("available", justify="right")
-    balances.add_column("held", justify="right")
-    for balance in wallet.balances:
-        asset = _enum(common_pb2.Asset, balance.asset, "ASSET_")
-        show = format_fen if balance.asset != common_pb2.ASSET_POINTS else str
-        balances.add_row(asset, show(balance.available), show(balance.held))
-    tables.append(balances)
-    if wallet.points_lots:
-        lots = Table(title="Points lots (spent oldest expiry first)")
-        lots.add_column("points", justify="right")
-        lots.add_column("expires")
-        for lot in wallet.points_lots:
-            lots.add_row(str(lot.points), _time(lot.expires_at) if lot.HasField("expires_at") else "never")
-        tables.append(lots)
-    if wallet.coupons:
-        coupons = Table(title="Coupons")
-        for column in ("coupon", "code", "template", "state", "expires"):
-            coupons.add_column(column)
-        for coupon in wallet.coupons:
-            coupons.add_row(
-                coupon.coupon_id,
-                coupon.code,
-                coupon.template_id,
-                _enum(common_pb2.CouponState, coupon.state, "COUPON_STATE_"),
-                _time(coupon.expires_at),
-            )
-        tables.append(coupons)
-    if wallet.gift_cards:
-        cards = Table(title="Gift cards")
-        for column in ("code", "balance", "held", "state"):
-            cards.add_column(column, justify="right" if column in ("balance", "held") else "left")
-        for card in wallet.gift_cards:
-            cards.add_row(
-                card.code,
-                format_fen(card.balance),
-                format_fen(card.held),
-                _enum(common_pb2.GiftCardState, card.state, "GIFT_CARD_STATE_"),
-            )
-        tables.append(cards)
-    return tables
-
-
-RENDERERS: dict[str, Callable[[Any], list[Table]]] = {
-    "charge": _render_charge,
-    "refund": _render_refund,
-    "redeem-coupon": _render_redeem,
-    "redeem-card": _render_redeem,
-    "balance": _render_gift_card,
-    "wallet": _render_wallet,
+RENDERERS: dict[str, Renderer] = {
+    "charge": render_charge,
+    "refund": render_refund,
+    "redeem-coupon": render_redeem,
+    "redeem-card": render_redeem,
+    "sell-card": render_issue,
+    "balance": render_gift_card,
+    "wallet": render_wallet,
 }
 
 
-def _render_journal(entries: list[Entry], console: Console) -> None:
+def _render_journal(entries: list[Entry], console: Console, *, full_keys: bool) -> None:
     table = Table(title="Journal")
     for column in ("#", "when", "command", "what", "state", "key", "attempts", "result"):
-        table.add_column(column, overflow="fold")
+        # Short columns never wrap; the free text ones fold inside their width.
+        wraps = column == "what" or (column == "key" and full_keys)
+        table.add_column(column, overflow="fold", no_wrap=not wraps)
     for entry in entries:
         when = datetime.fromtimestamp(entry.created_at).strftime("%m-%d %H:%M:%S")
         style = {PENDING: "yellow", DONE: "green"}.get(entry.state, "red")
@@ -432,7 +271,7 @@ def _render_journal(entries: list[Entry], console: Console) -> None:
             entry.command,
             entry.summary,
             f"[{style}]{entry.state}[/{style}]",
-            entry.idempotency_key,
+            entry.idempotency_key if full_keys else fold_key(entry.idempotency_key),
             str(entry.attempts),
             result,
         )
@@ -442,18 +281,24 @@ def _render_journal(entries: list[Entry], console: Console) -> None:
 # -- commands -------------------------------------------------------------------------------------
 
 
-def _run_command(args: argparse.Namespace, journal: Journal, client: OrderClient, out: Output) -> int:
-    key = new_idempotency_key(f"pos-{_terminal_id(args.terminal)}")
+def requested_fen(request: Message) -> int | None:
+    """The amount a money request asks for (fen), to word a refusal; None when it has none."""
+    if isinstance(request, engine_pb2.RedeemRequest):
+        kind = request.WhichOneof("kind")
+        if kind == "gift_card":
+            return request.gift_card.amount
+        return request.coupon_code.order_amount if kind == "coupon_code" else None
+    if isinstance(request, engine_pb2.IssueRequest):
+        return request.gift_card.amount if request.WhichOneof("kind") == "gift_card" else None
+    amount = getattr(request, "amount", None)
+    return amount if isinstance(amount, int) else None
+
+
+def _prepare(args: argparse.Namespace, key: str) -> tuple[str, str, Message]:
+    """(rpc, journal summary, request) of a money command."""
     command = args.command
-    if command == "balance":
-        out.response(command, client.get_gift_card(args.card.strip()))
-        return EXIT_OK
-    if command == "wallet":
-        out.response(command, client.get_wallet(args.user))
-        return EXIT_OK
-    request: Message
     if command == "charge":
-        request = build_charge_request(
+        request: Message = build_charge_request(
             args.user,
             args.order,
             args.merchant,
@@ -464,26 +309,55 @@ def _run_command(args: argparse.Namespace, journal: Journal, client: OrderClient
             gift_card_codes=[code.strip() for code in args.gift_card],
             coupon_ids=args.coupon,
         )
-        rpc, summary = (
+        return (
             "TransactionEngine.Charge",
             f"user {args.user} order {args.order} {format_fen(args.amount)}",
+            request,
         )
-    elif command == "refund":
+    if command == "refund":
         request = build_refund_request(args.charge, args.amount, idempotency_key=key, reason=args.reason)
-        rpc, summary = "TransactionEngine.Refund", f"{args.charge} {format_fen(args.amount)}"
-    elif command == "redeem-coupon":
+        return "TransactionEngine.Refund", f"{args.charge} {format_fen(args.amount)}", request
+    if command == "redeem-coupon":
         request = build_redeem_coupon_request(
             args.code.strip(), args.amount, args.merchant, idempotency_key=key
         )
-        rpc, summary = "TransactionEngine.Redeem", f"coupon {args.code} order {format_fen(args.amount)}"
-    elif command == "redeem-card":
+        return "TransactionEngine.Redeem", f"coupon {args.code} order {format_fen(args.amount)}", request
+    if command == "redeem-card":
         request = build_redeem_gift_card_request(
             args.code.strip(), args.amount, args.merchant, idempotency_key=key
         )
-        rpc, summary = "TransactionEngine.Redeem", f"card {args.code} {format_fen(args.amount)}"
-    else:  # pragma: no cover - argparse restricts the choices
-        raise ValueError(command)
-    response = send_journaled(journal, client, command=command, summary=summary, rpc=rpc, request=request)
+        return "TransactionEngine.Redeem", f"card {args.code} {format_fen(args.amount)}", request
+    if command == "sell-card":
+        request = build_gift_card_issue_request(
+            args.user,
+            args.amount,
+            idempotency_key=key,
+            payment_channel=args.channel,
+            channel_txn_id=args.channel_txn,
+            ttl_days=args.ttl_days,
+        )
+        summary = f"card for user {args.user} {format_fen(args.amount)} via {args.channel} {args.channel_txn}"
+        return "TransactionEngine.Issue", summary, request
+    raise ValueError(command)  # pragma: no cover - argparse restricts the choices
+
+
+def _run_command(args: argparse.Namespace, journal: Journal, client: OrderClient, out: Output) -> int:
+    command = args.command
+    if command == "balance":
+        out.response(command, client.get_gift_card(args.card.strip()))
+        return EXIT_OK
+    if command == "wallet":
+        out.response(command, client.get_wallet(args.user))
+        return EXIT_OK
+    key = new_idempotency_key(f"pos-{_terminal_id(args.terminal)}")
+    rpc, summary, request = _prepare(args, key)
+    try:
+        response = send_journaled(journal, client, command=command, summary=summary, rpc=rpc, request=request)
+    except CofferError as error:
+        if not _definitive(error):
+            raise
+        out.refused(command, error, requested_fen=requested_fen(request))
+        return EXIT_REFUSED
     out.response(command, response)
     return EXIT_OK
 
@@ -491,9 +365,11 @@ def _run_command(args: argparse.Namespace, journal: Journal, client: OrderClient
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not 1 <= args.attempts <= 20 or args.timeout <= 0:
-        parser.error("--attempts must be within 1..20 and --timeout positive")
-    out = Output(args.json)
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    if args.command == "sell-card" and not 0 <= args.ttl_days <= MAX_TTL_DAYS:
+        parser.error(f"--ttl-days must be within 0..{MAX_TTL_DAYS}")
+    out = Output(args.json, RENDERERS)
     path = default_path() if args.journal is None else Path(args.journal).expanduser()
     try:
         journal = Journal(path)
@@ -502,10 +378,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BUSY
     with journal:
         if args.command == "journal":
-            _render_journal(journal.recent(args.limit), out.console)
+            _render_journal(journal.recent(args.limit), out.console, full_keys=args.full_keys)
             return EXIT_OK
         retry = RetryPolicy(max_attempts=args.attempts, initial_backoff_s=0.1, max_backoff_s=2.0)
-        with OrderClient(args.target, timeout=args.timeout, retry=retry) as client:
+        try:
+            client = connect(args, retry)
+        except (ValueError, OSError) as error:
+            out.error(f"coffer-pos: {error}")
+            return EXIT_USAGE
+        with client:
             code = recover(journal, client, out)
             if code != EXIT_OK:
                 return code
@@ -515,11 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 kept = " (kept in the journal; it is re-sent on the next start)"
                 out.error(
                     f"engine at {args.target} did not answer: {unreachable.error.reason}"
-                    + (kept if args.command not in ("balance", "wallet") else "")
+                    + (kept if args.command not in READ_ONLY else "")
                 )
                 return EXIT_UNREACHABLE
             except CofferError as error:
-                if args.command in ("balance", "wallet") and not _definitive(error):
+                if args.command in READ_ONLY and not _definitive(error):
                     out.error(f"engine at {args.target} did not answer: {error.reason}")
                     return EXIT_UNREACHABLE
                 out.refused(args.command, error)

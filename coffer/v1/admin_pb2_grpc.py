@@ -26,7 +26,10 @@ if _version_not_supported:
 
 
 class AdminStub:
-    """Missing associated documentation comment in .proto file."""
+    """Operations: coupon templates and activities, freezing accounts and coupons, manual
+    adjustments, and the invariant audit. Every mutation carries an idempotency_key like the
+    money RPCs.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -77,52 +80,70 @@ class AdminStub:
 
 
 class AdminServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Operations: coupon templates and activities, freezing accounts and coupons, manual
+    adjustments, and the invariant audit. Every mutation carries an idempotency_key like the
+    money RPCs.
+    """
 
     def CreateCouponTemplate(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates a coupon template that Issue(coupon) and activities claim from.
+        Roles: ops
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CreateActivity(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Creates an activity: a bundle of coupons and points granted under rules on the context.
+        Roles: ops
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FreezeAccount(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Freezes a user's account: no money moves for it (ACCOUNT_FROZEN) until unfrozen.
+        Roles: ops
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnfreezeAccount(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Lifts an account freeze.
+        Roles: ops
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def FreezeCoupon(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Freezes an ACTIVATED coupon (state FROZEN; using it is COUPON_FROZEN).
+        Roles: ops
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UnfreezeCoupon(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Returns a FROZEN coupon to ACTIVATED.
+        Roles: ops
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Adjust(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A manual credit or debit of one asset (transaction type ADJUST), never below zero.
+        Roles: ops
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Audit(self, request, context):
-        """The CONTRACT §8 invariant report, per physical shard.
+        """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints).
+        Roles: ops, auditor
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -180,7 +201,10 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin:
-    """Missing associated documentation comment in .proto file."""
+    """Operations: coupon templates and activities, freezing accounts and coupons, manual
+    adjustments, and the invariant audit. Every mutation carries an idempotency_key like the
+    money RPCs.
+    """
 
     @staticmethod
     def CreateCouponTemplate(request,

@@ -27,7 +27,11 @@ if _version_not_supported:
 
 
 class TransactionEngineStub:
-    """Missing associated documentation comment in .proto file."""
+    """Moves stored value: issues it (Issue), spends it (Charge, then Capture or Void for a hold),
+    gives it back (Refund), redeems it at a till (Redeem), and reads it (QuoteCharge, GetWallet,
+    GetCharge, ListTransactions, GetGiftCard). Every mutation carries an idempotency_key and runs
+    as one database transaction on the user's shard.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -93,42 +97,62 @@ class TransactionEngineStub:
 
 
 class TransactionEngineServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Moves stored value: issues it (Issue), spends it (Charge, then Capture or Void for a hold),
+    gives it back (Refund), redeems it at a till (Redeem), and reads it (QuoteCharge, GetWallet,
+    GetCharge, ListTransactions, GetGiftCard). Every mutation carries an idempotency_key and runs
+    as one database transaction on the user's shard.
+    """
 
     def Issue(self, request, context):
         """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle.
+        One request names exactly one kind; it moves at most 10^13 minor units.
+        Roles: payment_callback (top_up and paid gift_card only), ops
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Charge(self, request, context):
-        """Pays an order from coupons, points, coins, gift cards and cash, all legs or none.
+        """Pays an order from coupons, points, coins, gift cards and cash, all legs or none, in that
+        order; with authorize_only every leg is held until Capture or Void (or the hold's expiry).
+        At most 200 items, 5 coupons and 5 gift cards per charge; one live charge per
+        (user, merchant_id, order_id).
+        Roles: order_service, pos (own merchant)
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Capture(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Takes all or part of an authorized charge's paid amount; the rest is released in the reverse
+        of the charge order (cash first, then gift cards, coins, points). Refused after the hold's
+        expiry (HOLD_EXPIRED), even before the expiry job has run.
+        Roles: order_service
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Void(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Releases every leg of an authorized charge (coupons back to ACTIVATED); status VOIDED.
+        Roles: order_service
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Refund(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Gives back part or all of a captured charge (or a till redemption), many times, never more in
+        total than was captured; value returns cash first, then gift cards, coins, points.
+        Roles: order_service, pos (own merchant)
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Redeem(self, request, context):
-        """Till operations: a coupon code, a gift card, or points exchanged for cash.
+        """Till operations: a coupon code, a gift card, or points exchanged for cash. All or nothing.
+        Roles: pos
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,31 +160,41 @@ class TransactionEngineServicer:
 
     def QuoteCharge(self, request, context):
         """A Charge without effect: the breakdown and the best coupon choice.
+        Roles: order_service
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetWallet(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The user's balances, points lots, coupons (every state) and gift cards; an unknown user reads
+        as zero balances.
+        Roles: order_service, auditor
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetCharge(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A charge (or till redemption) with its breakdown, totals and refunds.
+        Roles: order_service, auditor
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListTransactions(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The user's ledger history, newest first, a page at a time.
+        Roles: order_service, auditor
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetGiftCard(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A gift card's balance, held amount, state and expiry (the POS balance check).
+        Roles: order_service, pos, auditor
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -232,7 +266,11 @@ def add_TransactionEngineServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TransactionEngine:
-    """Missing associated documentation comment in .proto file."""
+    """Moves stored value: issues it (Issue), spends it (Charge, then Capture or Void for a hold),
+    gives it back (Refund), redeems it at a till (Redeem), and reads it (QuoteCharge, GetWallet,
+    GetCharge, ListTransactions, GetGiftCard). Every mutation carries an idempotency_key and runs
+    as one database transaction on the user's shard.
+    """
 
     @staticmethod
     def Issue(request,

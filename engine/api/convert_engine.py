@@ -80,7 +80,11 @@ def charge_from_proto(request: engine_pb2.ChargeRequest) -> commands.ChargeComma
     )
 
 
-def refund_from_proto(request: engine_pb2.RefundRequest) -> commands.RefundCommand:
+def refund_from_proto(
+    request: engine_pb2.RefundRequest, *, merchant_scope: str | None = None
+) -> commands.RefundCommand:
+    """``merchant_scope``: the merchant a till caller is bound to
+    (:func:`engine.api.auth.caller_merchant_scope`)."""
     return commands.RefundCommand(
         idempotency_key=request.idempotency_key,
         charge_id=request.charge_id,
@@ -88,6 +92,7 @@ def refund_from_proto(request: engine_pb2.RefundRequest) -> commands.RefundComma
         items=tuple(commands.RefundItem(item.sku, item.quantity) for item in request.items),
         reason=request.reason,
         context=context_from_proto(request.context),
+        merchant_scope=merchant_scope,
     )
 
 

@@ -8,6 +8,7 @@ import grpc
 
 from coffer.v1 import common_pb2, engine_pb2, engine_pb2_grpc
 from engine.api import convert_common, convert_engine
+from engine.api.auth import caller_merchant_scope
 from engine.api.runner import UseCaseRunner
 from engine.service import capture as capture_service
 from engine.service import charge as charge_service
@@ -73,9 +74,13 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
         return await self.runner.write(context, route_for_user(self.engine, request.user_id), work)
 
     async def Refund(self, request: engine_pb2.RefundRequest, context: Context) -> engine_pb2.RefundResponse:
+        # Read in the call's task: the work below runs on a pool thread, outside its context.
+        merchant_scope = caller_merchant_scope()
+
         def work() -> engine_pb2.RefundResponse:
             self._currency(request.currency)
-            result = refund_service.refund(self.engine, convert_engine.refund_from_proto(request))
+            command = convert_engine.refund_from_proto(request, merchant_scope=merchant_scope)
+            result = refund_service.refund(self.engine, command)
             return engine_pb2.RefundResponse(
                 refund_id=result.refund_id,
                 charge=convert_common.charge_to_proto(result.charge),

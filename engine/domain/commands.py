@@ -135,6 +135,9 @@ class RefundCommand:
     items: tuple[RefundItem, ...] = ()
     reason: str = ""
     context: RequestContext = field(default_factory=RequestContext)
+    #: Set for a caller bound to one merchant (a till): only that merchant's charges may be
+    #: refunded (CONTRACT §3 Security). ``None``: any merchant's.
+    merchant_scope: str | None = None
 
 
 @dataclass(frozen=True)

@@ -103,7 +103,7 @@ class Reason(enum.StrEnum):
     #: Status FAILED_PRECONDITION.
     ACTIVITY_NOT_ELIGIBLE = "ACTIVITY_NOT_ELIGIBLE"
 
-    #: The coupon state table (CONTRACT.md §3) refuses the requested transition.
+    #: The coupon state table (docs/coupons.md) refuses the requested transition.
     #: Status FAILED_PRECONDITION.
     ILLEGAL_STATE_TRANSITION = "ILLEGAL_STATE_TRANSITION"
 

@@ -70,13 +70,21 @@ def loads(cls: type[T], text: str) -> T:
     return from_jsonable(cls, json.loads(text))
 
 
+#: Command fields that are not the caller's payload: ``context`` (CONTRACT: "same payload" compares
+#: every field except it) and ``merchant_scope`` (the caller's authority, from its credential — a
+#: retry of the same request through another credential of the same till is the same request,
+#: and a till of another merchant is refused before the key is looked at).
+_NOT_PAYLOAD = ("context", "merchant_scope")
+
+
 def payload_digest(operation: str, command: Any) -> str:
-    """Fingerprint of a request for idempotency: every field except ``context``.
+    """Fingerprint of a request for idempotency: every field except :data:`_NOT_PAYLOAD`.
 
     The operation name is part of it, so one key used for two different RPCs is a reuse.
     """
     body = to_jsonable(command)
-    body.pop("context", None)
+    for field in _NOT_PAYLOAD:
+        body.pop(field, None)
     spec = getattr(command, "spec", None)
     if spec is not None:
         body["spec"] = {"__type__": type(spec).__name__, **to_jsonable(spec)}

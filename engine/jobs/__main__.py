@@ -1,9 +1,11 @@
-"""``python -m engine.jobs expire|settle|audit [--now TIME [--force]] [--shard N]``.
+"""``python -m engine.jobs expire|settle|audit [--now TIME [--force]] [--dry-run] [--shard N]``.
 
 Connects with the same configuration as the server (``COFFER_*`` variables, CONTRACT §6),
 checks each shard's recorded identity against it, and runs one job. ``--now`` replays the job as
 of another instant (an ISO 8601 time — a time without offset is UTC — or Unix seconds); a time
 more than a day ahead of the clock also needs ``--force`` (expiring a week early is not undone).
+``expire --dry-run`` prints what the run would change (per task and shard) and changes nothing;
+since nothing it does needs undoing, it may look any distance ahead without ``--force``.
 Exit status: 0 done, 1 the audit found a broken invariant, 2 usage / job not available,
 3 the job could not run (a shard unreachable or disagreeing with the configuration).
 """
@@ -24,7 +26,7 @@ from engine.config import ConfigurationError, OneLineArgumentParser, load_settin
 from engine.domain.results import AuditReport
 from engine.domain.time_units import MICROSECONDS_PER_DAY, MICROSECONDS_PER_SECOND
 from engine.jobs.base import JobName
-from engine.jobs.run import ExpireReport, run_audit, run_expire
+from engine.jobs.run import ExpirePreview, ExpireReport, preview_expire, run_audit, run_expire
 from engine.process_log import configure_logging, first_line, log_time
 from engine.service.context import EngineContext, system_now_us
 from engine.storage.migrations import ShardConfigurationMismatch, migrate_all
@@ -75,6 +77,9 @@ def _parser() -> OneLineArgumentParser:
     parser.add_argument(
         "--force", action="store_true", help="accept a --now more than a day ahead of the clock"
     )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="expire: print what would change, change nothing"
+    )
     parser.add_argument("--shard", type=int, default=None, help="audit: only this physical shard")
     return parser
 
@@ -85,6 +90,25 @@ def _expire_document(report: ExpireReport) -> dict[str, object]:
         "now_us": report.now_us,
         **{name: asdict(count) for name, count in report.tasks.items()},
     }
+
+
+def _preview_document(preview: ExpirePreview) -> dict[str, object]:
+    def amounts(unit: str | None, total: int) -> dict[str, int]:
+        return {} if unit is None else {unit: total}
+
+    tasks: dict[str, object] = {}
+    for name, task in preview.tasks.items():
+        unit = None if task.unit is None else task.unit.value
+        tasks[name] = {
+            "due": task.due,
+            **amounts(unit, task.total),
+            "more_left": task.more_left,
+            "shards": {
+                str(index): {"due": count, **amounts(unit, total)}
+                for index, (count, total) in task.shards.items()
+            },
+        }
+    return {"job": JobName.EXPIRE.value, "dry_run": True, "now_us": preview.now_us, **tasks}
 
 
 def _audit_document(report: AuditReport) -> dict[str, object]:
@@ -114,10 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             fixed_now = parse_now(arguments.now)
         except _BadTime as error:
             parser.fail(str(error))
-        if fixed_now - system_now_us() > MAX_UNFORCED_LEAD_US and not arguments.force:
+        # A dry run changes nothing, so previewing a far-off instant needs no --force.
+        far_ahead = fixed_now - system_now_us() > MAX_UNFORCED_LEAD_US
+        if far_ahead and not arguments.force and not arguments.dry_run:
             parser.fail(f"--now {log_time(fixed_now)} is more than a day ahead of the clock; add --force")
     if arguments.shard is not None and job is not JobName.AUDIT:
         parser.fail("--shard applies to audit only")
+    if arguments.dry_run and job is not JobName.EXPIRE:
+        parser.fail("--dry-run applies to expire only")
     if job is JobName.SETTLE:
         print(f"{parser.prog}: settle: settlement is not available yet", file=sys.stderr)
         return EXIT_USAGE
@@ -137,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if fixed_now is None
             else EngineContext(router, settings, clock=lambda: fixed_now)
         )
+        if job is JobName.EXPIRE and arguments.dry_run:
+            print(json.dumps(_preview_document(preview_expire(context))))
+            return EXIT_OK
         if job is JobName.EXPIRE:
             print(json.dumps(_expire_document(run_expire(context))))
             return EXIT_OK

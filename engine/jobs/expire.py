@@ -1,7 +1,8 @@
 """The built-in expiry tasks: holds, points lots, gift cards (coupons: ``service.coupon_expiry``).
 
 Each is a bounded batch (:func:`engine.service.batches.run_batch`): every item is resolved in its
-own short transaction under a row lock, re-checking that it is still due.
+own short transaction under a row lock, re-checking that it is still due. Each has a ``preview_*``
+twin for ``--dry-run``: a bounded, read-only count of the same due rows.
 """
 
 from __future__ import annotations
@@ -12,18 +13,31 @@ from engine.domain import ids
 from engine.domain.charge_status import ChargeEvent
 from engine.domain.ledger import POINTS_EXPIRED, Posting, TransactionType, system_entry, user_entry
 from engine.domain.money import Asset
-from engine.service.batches import BatchOutcome, run_batch
+from engine.service.batches import BatchOutcome, DueSummary, run_batch, summarize_due
 from engine.service.context import EngineContext
 from engine.service.holds import AUTHORIZED, is_expired, resolve_hold
 from engine.storage import balances
 from engine.storage.balances import lock_points_balance
-from engine.storage.charges import due_hold_ids, lock_charge
-from engine.storage.gift_cards import EXPIRABLE_STATES, due_card_codes, expire_card, read_card
+from engine.storage.charges import due_hold_ids, due_holds_summary, lock_charge
+from engine.storage.gift_cards import (
+    EXPIRABLE_STATES,
+    due_card_codes,
+    due_cards_summary,
+    expire_card,
+    read_card,
+)
 from engine.storage.ledger import append_transaction
-from engine.storage.lots import close_expired_lot, due_lot_ids, lock_lot, lot_owner
+from engine.storage.lots import close_expired_lot, due_lot_ids, due_lots_summary, lock_lot, lot_owner
 from engine.storage.router import Shard
 
-__all__ = ["expire_gift_cards", "expire_holds", "expire_points_lots"]
+__all__ = [
+    "expire_gift_cards",
+    "expire_holds",
+    "expire_points_lots",
+    "preview_gift_cards",
+    "preview_holds",
+    "preview_points_lots",
+]
 
 
 def expire_holds(context: EngineContext, shard: Shard, now_us: int, limit: int, after: str) -> BatchOutcome:
@@ -139,6 +153,22 @@ def expire_gift_cards(
         resolve,
         "gift card",
     )
+
+
+def preview_holds(context: EngineContext, shard: Shard, now_us: int, cap: int) -> DueSummary:
+    """Dry run of :func:`expire_holds`: due holds and the paid amount (fen) they authorize."""
+    return summarize_due(shard, lambda connection: due_holds_summary(connection, now_us, cap))
+
+
+def preview_points_lots(context: EngineContext, shard: Shard, now_us: int, cap: int) -> DueSummary:
+    """Dry run of :func:`expire_points_lots`: due lots and the points still in them. A hold the
+    same run releases first may hand points back to such a lot, so the real write-off can be larger."""
+    return summarize_due(shard, lambda connection: due_lots_summary(connection, now_us, cap))
+
+
+def preview_gift_cards(context: EngineContext, shard: Shard, now_us: int, cap: int) -> DueSummary:
+    """Dry run of :func:`expire_gift_cards`: due cards and the balance (fen) staying on them."""
+    return summarize_due(shard, lambda connection: due_cards_summary(connection, now_us, cap))
 
 
 def _job_transaction_id(context: EngineContext, user_id: int, now_us: int) -> str:

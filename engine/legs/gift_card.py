@@ -48,7 +48,9 @@ def gift_card_short(code: str, needed: int) -> CofferError:
     return CofferError(
         Reason.INSUFFICIENT_FUNDS,
         f"gift card {code} does not hold {needed}",
-        metadata={"asset": Asset.CASH.value, "code": code, "needed": str(needed)},
+        # ``instrument`` tells a caller the card fell short, not the cash balance (``asset`` stays
+        # CASH: the value a card holds is cash).
+        metadata={"asset": Asset.CASH.value, "instrument": "GIFT_CARD", "code": code, "needed": str(needed)},
     )
 
 

@@ -1,6 +1,7 @@
 """The expiry job's bounded batch (:mod:`engine.jobs` drives it): scan up to ``limit`` due keys
 after ``after`` (keyset paging), then resolve each in its own short transaction — written once for
-holds, lots, cards, coupons.
+holds, lots, cards, coupons. A dry run reads :func:`summarize_due` instead: one bounded count of
+what the batches would page through, with no lock taken and no resolver called.
 
 Each resolver locks its row and re-checks that it is still due, so a batch can run beside live
 traffic, twice at once, or twice in a row, and every item changes at most once.
@@ -18,9 +19,10 @@ from engine.domain.errors import CofferError
 from engine.service.context import EngineContext
 from engine.storage.database import read_only
 from engine.storage.router import Shard
+from engine.storage.scans import DueSummary
 from engine.storage.unit_of_work import UnitOfWork, run_transaction
 
-__all__ = ["BatchOutcome", "run_batch"]
+__all__ = ["BatchOutcome", "DueSummary", "run_batch", "summarize_due"]
 
 logger = logging.getLogger("coffer.jobs")
 
@@ -64,3 +66,10 @@ def run_batch(
             failed += 1
             logger.warning("expire %s %s on shard %d: %s", what, key, shard.index, error)
     return BatchOutcome(seen=len(keys), changed=changed, last_key=keys[-1] if keys else "", failed=failed)
+
+
+def summarize_due(shard: Shard, summarize: Callable[[Connection], DueSummary]) -> DueSummary:
+    """``summarize`` (a bounded storage summary) on a read-only connection: what is due on ``shard``
+    without changing anything, so a dry run ends after one read per task and shard."""
+    with read_only(shard.engine) as connection:
+        return summarize(connection)

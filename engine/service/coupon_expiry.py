@@ -14,10 +14,15 @@ from sqlalchemy import Connection
 
 from engine.domain.coupons.states import EXPIRES_IN_PLACE, CouponEvent, is_past_validity
 from engine.domain.ledger import TransactionType
-from engine.service.batches import BatchOutcome, run_batch
+from engine.service.batches import BatchOutcome, DueSummary, run_batch, summarize_due
 from engine.service.context import EngineContext
 from engine.service.movements import open_movement
-from engine.storage.coupons import change_state, expirable_coupon_ids, read_coupon
+from engine.storage.coupons import (
+    change_state,
+    expirable_coupon_ids,
+    expirable_coupons_summary,
+    read_coupon,
+)
 from engine.storage.router import Shard
 
 _EXPIRABLE = tuple(state.value for state in EXPIRES_IN_PLACE)
@@ -51,6 +56,13 @@ def expire_coupons_batch(
         scan,
         lambda connection, coupon_id: _expire_one(context, connection, coupon_id, now_us),
         "coupon",
+    )
+
+
+def preview_coupons(context: EngineContext, shard: Shard, now_us: int, cap: int) -> DueSummary:
+    """Dry run: how many coupons on ``shard`` the job would expire (at most ``cap``); no value moves."""
+    return summarize_due(
+        shard, lambda connection: expirable_coupons_summary(connection, _EXPIRABLE, now_us, cap)
     )
 
 

@@ -20,14 +20,12 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from engine.domain import ids
-from engine.domain.charge_status import ChargeStatus
 from engine.domain.commands import CouponCodeRedemptionSpec, RedeemCommand
 from engine.domain.coupons.rules import Applied, apply_coupons, cart_of
 from engine.domain.errors import CofferError, InvariantViolation, Reason, invalid_argument
 from engine.domain.leg_kind import LegKind
 from engine.domain.money import require_non_negative_amount, require_positive_amount
 from engine.domain.results import Breakdown, InstrumentAmount, RedeemResult
-from engine.domain.serialization import dumps
 from engine.domain.validation import (
     MAX_ITEMS_PER_CHARGE,
     require_idempotency_key,
@@ -39,7 +37,6 @@ from engine.service.context import EngineContext
 from engine.service.idempotent import execute_idempotent
 from engine.service.till import record_till_redemption
 from engine.storage.accounts import require_not_frozen
-from engine.storage.charges import NewCharge
 from engine.storage.coupon_templates import read_template
 from engine.storage.coupons import coupon_view, read_coupon_by_code
 
@@ -138,20 +135,13 @@ def _redeem(
     # Nothing is paid (authorized and captured 0): the coupon's discount is the value moved.
     record_till_redemption(
         connection,
-        NewCharge(
-            charge_id=transaction_id,
-            user_id=user_id,
-            kind=KIND,
-            order_id=transaction_id,
-            merchant_id=command.merchant_id,
-            amount=discount,
-            discount=discount,
-            status=ChargeStatus.CAPTURED,
-            transaction_id=transaction_id,
-            breakdown=dumps(breakdown),
-            created_at_us=now_us,
-        ),
-        LegMove(LegKind.COUPON, row.coupon_id, discount, discount),
+        transaction_id=transaction_id,
+        user_id=user_id,
+        merchant_id=command.merchant_id,
+        kind=KIND,
+        leg=LegMove(LegKind.COUPON, row.coupon_id, discount, discount),
+        breakdown=breakdown,
+        now_us=now_us,
         idempotency_key=command.idempotency_key,
         memo=f"coupon {row.coupon_id} at {command.merchant_id} on an order of {spec.order_amount}",
     )

@@ -18,7 +18,6 @@ from __future__ import annotations
 from sqlalchemy import Connection
 
 from engine.domain import ids
-from engine.domain.charge_status import ChargeStatus
 from engine.domain.commands import GiftCardRedemptionSpec, GiftCardSpec, IssueCommand, RedeemCommand
 from engine.domain.errors import CofferError, Reason, invalid_argument
 from engine.domain.ledger import (
@@ -32,7 +31,6 @@ from engine.domain.ledger import (
 from engine.domain.leg_kind import LegKind
 from engine.domain.money import Asset, balance_limit_error, require_positive_amount
 from engine.domain.results import Breakdown, GiftCardView, InstrumentAmount, IssueResult, RedeemResult
-from engine.domain.serialization import dumps
 from engine.domain.time_units import MAX_TTL_DAYS, expiry_after_days
 from engine.domain.validation import require_idempotency_key, require_reference
 from engine.legs import LegMove
@@ -42,7 +40,6 @@ from engine.service.context import EngineContext
 from engine.service.idempotent import execute_idempotent
 from engine.service.till import record_till_redemption
 from engine.storage.accounts import ensure_account, require_not_frozen
-from engine.storage.charges import NewCharge
 from engine.storage.database import read_only
 from engine.storage.gift_cards import (
     ACTIVE,
@@ -263,22 +260,13 @@ def _redeem(
     breakdown = Breakdown(gift_card_amount=amount, gift_cards=(InstrumentAmount(code, amount),))
     record_till_redemption(
         connection,
-        NewCharge(
-            charge_id=transaction_id,
-            user_id=user_id,
-            kind=REDEMPTION_KIND,
-            order_id=transaction_id,
-            merchant_id=command.merchant_id,
-            amount=amount,
-            gift_card_amount=amount,
-            authorized_amount=amount,
-            captured_amount=amount,
-            status=ChargeStatus.CAPTURED,
-            transaction_id=transaction_id,
-            breakdown=dumps(breakdown),
-            created_at_us=now_us,
-        ),
-        LegMove(LegKind.GIFT_CARD, code, amount, amount),
+        transaction_id=transaction_id,
+        user_id=user_id,
+        merchant_id=command.merchant_id,
+        kind=REDEMPTION_KIND,
+        leg=LegMove(LegKind.GIFT_CARD, code, amount, amount),
+        breakdown=breakdown,
+        now_us=now_us,
         idempotency_key=command.idempotency_key,
         memo=f"gift card {code} at {command.merchant_id}",
     )

@@ -41,7 +41,14 @@ from engine.storage.ledger import append_transaction
 from engine.storage.router import Shard
 from engine.storage.wallets import read_wallet_balances
 
-__all__ = ["charge_not_found", "owner_of_charge", "refund", "shard_of_charge", "validate_refund"]
+__all__ = [
+    "charge_not_found",
+    "other_merchant",
+    "owner_of_charge",
+    "refund",
+    "shard_of_charge",
+    "validate_refund",
+]
 
 
 def validate_refund(command: RefundCommand) -> None:
@@ -85,14 +92,29 @@ def shard_of_charge(context: EngineContext, charge_id: str) -> Shard:
     return shard
 
 
-def owner_of_charge(charge_id: str):  # type: ignore[no-untyped-def]
+def owner_of_charge(charge_id: str, merchant_scope: str | None = None):  # type: ignore[no-untyped-def]
+    """The charge's user, found inside the transaction before the key is claimed. With a
+    ``merchant_scope`` (a till caller) a charge of another merchant is refused here, so the
+    refusal claims no key and a replayed key cannot skip the check."""
+
     def owner(connection: Connection) -> int:
         row = read_charge_row(connection, charge_id)
         if row is None:
             raise charge_not_found(charge_id)
+        if merchant_scope is not None and row.merchant_id != merchant_scope:
+            raise other_merchant(charge_id)
         return int(row.user_id)
 
     return owner
+
+
+def other_merchant(charge_id: str) -> CofferError:
+    # A charge's merchant never changes, so reading it without a row lock is enough.
+    return CofferError(
+        Reason.ROLE_FORBIDDEN,
+        f"charge {charge_id!r} belongs to another merchant than this caller's",
+        metadata={"charge_id": charge_id, "field": "charge_id"},
+    )
 
 
 def refund(context: EngineContext, command: RefundCommand) -> RefundResult:
@@ -104,7 +126,7 @@ def refund(context: EngineContext, command: RefundCommand) -> RefundResult:
         operation="Refund",
         command=command,
         result_type=RefundResult,
-        owner=owner_of_charge(command.charge_id),
+        owner=owner_of_charge(command.charge_id, command.merchant_scope),
         effect=lambda connection, now_us: _refund(context, connection, command, now_us),
     )
 

@@ -9,6 +9,8 @@ from sqlalchemy import Connection
 from engine.domain.charge_status import ChargeStatus
 from engine.domain.errors import require
 from engine.domain.ledger import Posting, TransactionType
+from engine.domain.results import Breakdown
+from engine.domain.serialization import dumps
 from engine.legs import LegMove, LegScope, take_all
 from engine.storage.charges import NewCharge, insert_charge, insert_legs
 from engine.storage.ledger import append_transaction
@@ -18,27 +20,50 @@ __all__ = ["record_till_redemption"]
 
 def record_till_redemption(
     connection: Connection,
-    charge: NewCharge,
-    leg: LegMove,
     *,
+    transaction_id: str,
+    user_id: int,
+    merchant_id: str,
+    kind: str,
+    leg: LegMove,
+    breakdown: Breakdown,
+    now_us: int,
     idempotency_key: str,
     memo: str,
 ) -> None:
-    """Insert ``charge`` (CAPTURED, its id the transaction id), take ``leg`` from the user for
+    """Record the redemption as a CAPTURED charge named by its transaction (``breakdown`` says what
+    the leg was: a coupon's discount, or a gift card's paid amount), take ``leg`` from the user for
     good, record it captured, and append the REDEEM transaction."""
+    paid_amount = breakdown.gift_card_amount
     require(
-        charge.charge_id == charge.transaction_id and charge.status is ChargeStatus.CAPTURED,
-        "a till redemption is a captured charge named by its transaction",
+        leg.value == breakdown.discount + paid_amount,
+        "a till redemption's one leg is its whole value",
     )
-    insert_charge(connection, charge)
+    insert_charge(
+        connection,
+        NewCharge(
+            charge_id=transaction_id,
+            user_id=user_id,
+            kind=kind,
+            order_id=transaction_id,
+            merchant_id=merchant_id,
+            amount=leg.value,
+            discount=breakdown.discount,
+            gift_card_amount=paid_amount,
+            authorized_amount=paid_amount,
+            captured_amount=paid_amount,
+            status=ChargeStatus.CAPTURED,
+            transaction_id=transaction_id,
+            breakdown=dumps(breakdown),
+            created_at_us=now_us,
+        ),
+    )
     posting = Posting()
-    scope = LegScope(
-        connection, charge.user_id, charge.transaction_id, charge.merchant_id, charge.created_at_us, posting
-    )
+    scope = LegScope(connection, user_id, transaction_id, merchant_id, now_us, posting)
     take_all(scope, [leg], hold=False)
     insert_legs(
         connection,
-        charge.transaction_id,
+        transaction_id,
         [
             {
                 "leg_index": 0,
@@ -53,12 +78,12 @@ def record_till_redemption(
     )
     append_transaction(
         connection,
-        transaction_id=charge.transaction_id,
-        user_id=charge.user_id,
+        transaction_id=transaction_id,
+        user_id=user_id,
         transaction_type=TransactionType.REDEEM,
         entries=posting.entries(),
-        now_us=charge.created_at_us,
+        now_us=now_us,
         idempotency_key=idempotency_key,
-        charge_id=charge.transaction_id,
+        charge_id=transaction_id,
         memo=memo,
     )

@@ -16,7 +16,7 @@ from engine.domain.charge_status import ChargeEvent, ChargeStatus, transition
 from engine.domain.leg_kind import LegKind
 from engine.domain.results import Breakdown, ChargeView, RefundView
 from engine.domain.serialization import loads
-from engine.storage.scans import due_keys
+from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import LIVE_CHARGE_STATUSES, charge_items, charge_legs, charges, refunds
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "change_status",
     "charge_view",
     "due_hold_ids",
+    "due_holds_summary",
     "insert_charge",
     "insert_items",
     "insert_legs",
@@ -210,13 +211,19 @@ def insert_refund(
 
 def due_hold_ids(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
     """Up to ``limit`` AUTHORIZED charges past their hold expiry whose id sorts after ``after``."""
-    return due_keys(
-        connection,
-        charges.c.charge_id,
-        [charges.c.status == ChargeStatus.AUTHORIZED.value, charges.c.hold_expires_at_us <= now_us],
-        after,
-        limit,
+    return due_keys(connection, charges.c.charge_id, _due_hold_conditions(now_us), after, limit)
+
+
+def due_holds_summary(connection: Connection, now_us: int, cap: int) -> DueSummary:
+    """How many of the holds :func:`due_hold_ids` pages through are due (at most ``cap``), and the
+    paid amount they authorize, in fen (points and coins counted at their fen value)."""
+    return due_summary(
+        connection, charges.c.charge_id, charges.c.authorized_amount, _due_hold_conditions(now_us), cap
     )
+
+
+def _due_hold_conditions(now_us: int) -> list[Any]:
+    return [charges.c.status == ChargeStatus.AUTHORIZED.value, charges.c.hold_expires_at_us <= now_us]
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from engine.domain.coupons.states import (
 )
 from engine.domain.errors import CofferError, Reason
 from engine.domain.results import CouponView
-from engine.storage.scans import due_keys
+from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import coupon_events, user_coupons
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "coupon_not_found",
     "coupon_view",
     "expirable_coupon_ids",
+    "expirable_coupons_summary",
     "insert_coupon",
     "lock_coupons",
     "read_coupon",
@@ -271,5 +272,15 @@ def expirable_coupon_ids(
 ) -> list[str]:
     """Up to ``limit`` ids (ascending, after ``after``) of coupons in ``states`` whose validity
     ended by ``now_us``: one keyset-paged batch of the expiry job."""
-    conditions = [user_coupons.c.state.in_(states), user_coupons.c.expires_at_us <= now_us]
-    return due_keys(connection, user_coupons.c.coupon_id, conditions, after, limit)
+    return due_keys(connection, user_coupons.c.coupon_id, _expirable_conditions(states, now_us), after, limit)
+
+
+def expirable_coupons_summary(
+    connection: Connection, states: Sequence[str], now_us: int, cap: int
+) -> DueSummary:
+    """How many of the coupons :func:`expirable_coupon_ids` pages through are due (at most ``cap``)."""
+    return due_summary(connection, user_coupons.c.coupon_id, None, _expirable_conditions(states, now_us), cap)
+
+
+def _expirable_conditions(states: Sequence[str], now_us: int) -> list[Any]:
+    return [user_coupons.c.state.in_(states), user_coupons.c.expires_at_us <= now_us]

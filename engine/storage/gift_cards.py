@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Row, and_, case, or_, select
 from engine.domain.money import MAX_BALANCE_FEN
 from engine.domain.results import GiftCardView
 from engine.storage.dialect import insert_or_ignore
-from engine.storage.scans import due_keys
+from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import gift_cards
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "FROZEN",
     "change_balance",
     "due_card_codes",
+    "due_cards_summary",
     "effective_state",
     "expire_card",
     "extend_expiry",
@@ -149,13 +150,23 @@ def extend_expiry(connection: Connection, code: str, expires_at_us: int) -> None
 
 def due_card_codes(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
     """Up to ``limit`` cards past their expiry, not yet EXPIRED, whose code sorts after ``after``."""
-    return due_keys(
+    return due_keys(connection, gift_cards.c.code, _due_card_conditions(now_us), after, limit)
+
+
+def due_cards_summary(connection: Connection, now_us: int, cap: int) -> DueSummary:
+    """How many of the cards :func:`due_card_codes` pages through are due (at most ``cap``), and
+    the balance (available + held, fen) they carry, which stays on them when they expire."""
+    return due_summary(
         connection,
         gift_cards.c.code,
-        [gift_cards.c.state.in_(EXPIRABLE_STATES), gift_cards.c.expires_at_us <= now_us],
-        after,
-        limit,
+        gift_cards.c.available + gift_cards.c.held,
+        _due_card_conditions(now_us),
+        cap,
     )
+
+
+def _due_card_conditions(now_us: int) -> list[Any]:
+    return [gift_cards.c.state.in_(EXPIRABLE_STATES), gift_cards.c.expires_at_us <= now_us]
 
 
 def expire_card(connection: Connection, code: str, state: str, now_us: int) -> bool:

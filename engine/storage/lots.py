@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Row, select
 
 from engine.domain.errors import InvariantViolation, require
 from engine.domain.points_fifo import Lot, LotDraw
-from engine.storage.scans import due_keys
+from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import lot_draws, points_lots
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "charge_draws",
     "close_expired_lot",
     "due_lot_ids",
+    "due_lots_summary",
     "held_draws",
     "insert_lot",
     "lock_lot",
@@ -219,13 +220,19 @@ def insert_lot(
 
 def due_lot_ids(connection: Connection, now_us: int, after: str, limit: int) -> list[str]:
     """Up to ``limit`` lots past their expiry, not yet recorded, whose id sorts after ``after``."""
-    return due_keys(
-        connection,
-        points_lots.c.lot_id,
-        [points_lots.c.expired_at_us.is_(None), points_lots.c.expires_at_us <= now_us],
-        after,
-        limit,
+    return due_keys(connection, points_lots.c.lot_id, _due_lot_conditions(now_us), after, limit)
+
+
+def due_lots_summary(connection: Connection, now_us: int, cap: int) -> DueSummary:
+    """How many of the lots :func:`due_lot_ids` pages through are due (at most ``cap``), and the
+    points still remaining in them (what their expiry writes off)."""
+    return due_summary(
+        connection, points_lots.c.lot_id, points_lots.c.remaining, _due_lot_conditions(now_us), cap
     )
+
+
+def _due_lot_conditions(now_us: int) -> list[Any]:
+    return [points_lots.c.expired_at_us.is_(None), points_lots.c.expires_at_us <= now_us]
 
 
 def lot_owner(connection: Connection, lot_id: str) -> int | None:

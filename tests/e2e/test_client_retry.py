@@ -134,9 +134,9 @@ def test_engine_killed_mid_call_and_restarted(
     engine = RestartableEngine(urls, tmp_path / "engine.log")
     engine.start()
     retries: list[str] = []
-    # Enough attempts to outlast a restart on a loaded 2-core machine (random waits of at most
-    # 0.5 s: 20 attempts could be spent in ~3 s); the 90 s total bounds the call either way.
-    policy = RetryPolicy(max_attempts=120, initial_backoff_s=0.1, max_backoff_s=0.5, total_timeout_s=90)
+    # Waits of up to 2 s, so the 20 attempts outlast a restart on a loaded 2-core machine (with
+    # waits of at most 0.5 s they could all be spent in ~3 s); the 90 s total bounds the call.
+    policy = RetryPolicy(max_attempts=20, initial_backoff_s=0.1, max_backoff_s=2.0, total_timeout_s=90)
     try:
         with OrderClient(
             engine.target, timeout=10, retry=policy, on_retry=lambda rpc, e, n: retries.append(e.reason)
@@ -179,9 +179,9 @@ def test_engine_down_before_the_call_then_back(tmp_path: Path) -> None:
     engine = RestartableEngine(urls, tmp_path / "engine.log")
     engine.start()
     retries: list[str] = []
-    # Enough attempts to outlast a restart on a loaded 2-core machine (random waits of at most
-    # 0.5 s: 20 attempts could be spent in ~3 s); the 90 s total bounds the call either way.
-    policy = RetryPolicy(max_attempts=120, initial_backoff_s=0.1, max_backoff_s=0.5, total_timeout_s=90)
+    # Waits of up to 2 s, so the 20 attempts outlast a restart on a loaded 2-core machine (with
+    # waits of at most 0.5 s they could all be spent in ~3 s); the 90 s total bounds the call.
+    policy = RetryPolicy(max_attempts=20, initial_backoff_s=0.1, max_backoff_s=2.0, total_timeout_s=90)
     try:
         with OrderClient(
             engine.target, timeout=5, retry=policy, on_retry=lambda rpc, e, n: retries.append(e.reason)

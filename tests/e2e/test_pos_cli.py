@@ -11,7 +11,7 @@ import pytest
 from clients.errors import UnimplementedError
 from clients.money import AmountError, format_fen, parse_amount, parse_units
 from clients.order_client import OrderClient, balance_of
-from clients.pos.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, main
+from clients.pos.cli import EXIT_OK, EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, fold_key, main
 from clients.pos.journal import Journal, JournalBusy
 from coffer.v1 import admin_pb2, common_pb2
 from tests.support.engines import ThreadEngine
@@ -99,7 +99,7 @@ def test_charge_refund_wallet_and_refusal(
         code = main([*base, "refund", "--charge", str(charge_id), "--amount", "20.50", "--reason", "damaged"])
         assert code == EXIT_OK
         [refunded] = _json_lines(capsys.readouterr().out)
-        assert refunded["response"]["charge"]["refunded_amount"] == "2050"  # type: ignore[index]
+        assert refunded["response"]["charge"]["refunded_amount_fen"] == 2050  # type: ignore[index]
 
         code = main([*base, "charge", *order, "--order", "A-2", "--amount", "9999.00"])
         assert code == EXIT_REFUSED
@@ -167,7 +167,7 @@ def test_gift_card_balance_and_till_redemption(
 
         assert main([*base, "balance", "--card", code]) == EXIT_OK
         [balance] = _json_lines(capsys.readouterr().out)
-        assert balance["response"]["balance"] == "30000"  # type: ignore[index]
+        assert balance["response"]["balance_fen"] == 30000  # type: ignore[index]
 
         till = ["--code", code, "--merchant", "m-9"]
         assert main([*base, "redeem-card", *till, "--amount", "120.00"]) == EXIT_OK
@@ -209,7 +209,148 @@ def test_coupon_code_redemption(
         assert _json_lines(capsys.readouterr().out)[0]["error"]["reason"] == "MIN_SPEND_NOT_MET"  # type: ignore[index]
         assert main([*base, *args, "--amount", "150.00"]) == EXIT_OK
         [redeemed] = _json_lines(capsys.readouterr().out)
-        assert redeemed["response"]["discount"] == "2000"  # type: ignore[index]
+        assert redeemed["response"]["discount_fen"] == 2000  # type: ignore[index]
         assert main([*base, *args, "--amount", "150.00"]) == EXIT_REFUSED
         assert _json_lines(capsys.readouterr().out)[0]["error"]["reason"] == "COUPON_ALREADY_USED"  # type: ignore[index]
         assert client.audit().ok
+
+
+def test_refusals_are_worded_in_yuan_with_the_instrument(
+    grpc_engine: ThreadEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = ["--target", grpc_engine.target, "--journal", str(tmp_path / "till.db")]
+    as_json = [*table, "--json"]
+    with OrderClient(grpc_engine.target) as client:
+        client.issue_top_up(81, 10_000, payment_channel="wechat", channel_txn_id="pos-yuan-1")
+        card = client.issue_gift_card(
+            81, 3_000, payment_channel="alipay", channel_txn_id="pos-yuan-2"
+        ).gift_card
+    charge = ["charge", "--user", "81", "--merchant", "m-1", "--order", "Y-1", "--amount", "50.00"]
+    assert main([*as_json, *charge]) == EXIT_OK
+    charge_id = _json_lines(capsys.readouterr().out)[0]["response"]["charge_id"]  # type: ignore[index]
+
+    # A refused refund: the amounts in yuan, in the table mode's one line and in --json.
+    assert main([*table, "refund", "--charge", str(charge_id), "--amount", "60.00"]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "refunding 60.00 would pass the 50.00 captured" in err
+    assert "6000" not in err and "5000" not in err
+    assert main([*as_json, "refund", "--charge", str(charge_id), "--amount", "60.00"]) == EXIT_REFUSED
+    [refused] = _json_lines(capsys.readouterr().out)
+    assert refused["amounts"] == {  # type: ignore[comparison-overlap]
+        "captured_fen": 5000,
+        "captured_yuan": "50.00",
+        "refunded_fen": 0,
+        "refunded_yuan": "0.00",
+    }
+
+    # A gift-card shortfall names the card and its code, not the cash balance.
+    redeem = ["redeem-card", "--code", card.code, "--merchant", "m-2", "--amount", "45.00"]
+    assert main([*table, *redeem]) == EXIT_REFUSED
+    [line] = [text for text in capsys.readouterr().err.splitlines() if text.strip()]
+    assert line == f"refused: insufficient funds: gift card {card.code} holds less than 45.00"
+    assert main([*as_json, *redeem]) == EXIT_REFUSED
+    [short] = _json_lines(capsys.readouterr().out)
+    assert short["metadata"]["instrument"] == "GIFT_CARD"  # type: ignore[index]
+    assert short["amounts"] == {"needed_fen": 4500, "needed_yuan": "45.00"}  # type: ignore[comparison-overlap]
+
+    # Legs say where the value came from, balances what is left.
+    assert (
+        main(
+            [
+                *table,
+                "charge",
+                "--user",
+                "81",
+                "--merchant",
+                "m-1",
+                "--order",
+                "Y-2",
+                "--amount",
+                "10.00",
+                "--gift-card",
+                card.code,
+            ]
+        )
+        == EXIT_OK
+    )
+    out = capsys.readouterr().out
+    assert f"paid from gift card {card.code}" in out
+    assert "paid from cash balance" in out and "cash balance left" in out
+
+
+def test_json_carries_fen_and_yuan(
+    grpc_engine: ThreadEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--target", grpc_engine.target, "--journal", str(tmp_path / "till.db"), "--json"]
+    with OrderClient(grpc_engine.target) as client:
+        client.issue_top_up(82, 10_000, payment_channel="wechat", channel_txn_id="pos-json-1")
+        client.issue_points(82, 1_000)
+    args = [
+        "charge",
+        "--user",
+        "82",
+        "--merchant",
+        "m-1",
+        "--order",
+        "J-1",
+        "--amount",
+        "30.00",
+        "--points",
+        "500",
+    ]
+    assert main([*base, *args]) == EXIT_OK
+    [charged] = _json_lines(capsys.readouterr().out)
+    breakdown = charged["response"]["breakdown"]  # type: ignore[index]
+    assert (breakdown["cash_amount_fen"], breakdown["cash_amount_yuan"]) == (2500, "25.00")
+    assert (breakdown["points_value_fen"], breakdown["points_value_yuan"]) == (500, "5.00")
+    assert breakdown["points_used"] == 500 and "cash_amount" not in breakdown
+    balances = {row["asset"]: row for row in charged["response"]["wallet"]["balances"]}  # type: ignore[index]
+    assert balances["ASSET_CASH"]["available_yuan"] == "75.00"
+    assert balances["ASSET_POINTS"]["available"] == 500 and "available_yuan" not in balances["ASSET_POINTS"]
+
+
+def test_sell_card_issues_a_card_whose_balance_matches(
+    grpc_engine: ThreadEngine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["--target", grpc_engine.target, "--journal", str(tmp_path / "till.db"), "--json"]
+    sell = ["sell-card", "--amount", "100.00", "--user", "42", "--channel", "alipay", "--channel-txn", "T1"]
+    assert main([*base, *sell]) == EXIT_OK
+    [sold] = _json_lines(capsys.readouterr().out)
+    card = sold["response"]["gift_card"]  # type: ignore[index]
+    assert (card["balance_fen"], card["balance_yuan"]) == (10_000, "100.00")
+    assert main([*base, "balance", "--card", card["code"]]) == EXIT_OK
+    [balance] = _json_lines(capsys.readouterr().out)
+    assert balance["response"]["balance_yuan"] == "100.00"  # type: ignore[index]
+    assert balance["response"]["user_id"] == 42  # type: ignore[index]
+    # The channel's callback re-sent under a new key is the same sale, not a second card.
+    assert main([*base, *sell]) == EXIT_OK
+    [again] = _json_lines(capsys.readouterr().out)
+    assert again["response"]["gift_card"]["code"] == card["code"]  # type: ignore[index]
+    assert again["response"]["replayed"] is True  # type: ignore[index]
+    with OrderClient(grpc_engine.target) as client:
+        assert client.get_gift_card(card["code"]).balance == 10_000
+        assert client.audit().ok
+
+
+def test_journal_keys_fold_onto_one_line_at_120_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    journal_path = tmp_path / "till.db"
+    key = "pos-cashier-terminal-07-" + "0123456789abcdef" * 2
+    with Journal(journal_path) as journal:
+        journal.record(
+            idempotency_key=key,
+            rpc="TransactionEngine.Refund",
+            command="refund",
+            summary="ch_1a01m8sqya5m4fe0vcxscq 20.00",
+            request=b"",
+        )
+    assert main(["--journal", str(journal_path), "journal"]) == EXIT_OK
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "refund" in line]
+    assert len(rows) == 1 and fold_key(key) in rows[0]
+    assert max(len(line) for line in out.splitlines()) <= 120
+    assert len(fold_key(key)) <= 22 and fold_key("short-key") == "short-key"
+    assert main(["--journal", str(journal_path), "journal", "--full-keys"]) == EXIT_OK
+    assert "…" not in capsys.readouterr().out

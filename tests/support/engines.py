@@ -49,9 +49,19 @@ def make_context(shard_urls: list[str], **overrides: object) -> EngineContext:
     return EngineContext(router, settings, clock=ManualClock())
 
 
-def wait_serving(target: str, timeout_seconds: float = SERVING_TIMEOUT_SECONDS) -> None:
+def wait_serving(
+    target: str,
+    timeout_seconds: float = SERVING_TIMEOUT_SECONDS,
+    *,
+    credentials: grpc.ChannelCredentials | None = None,
+) -> None:
+    """Until the health check at ``target`` says SERVING (over TLS with ``credentials``)."""
     deadline = time.monotonic() + timeout_seconds
-    with grpc.insecure_channel(target) as channel:
+    if credentials is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        channel = grpc.secure_channel(target, credentials)
+    with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             try:
