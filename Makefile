@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(wildcard protos/coffer/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-scale loadtest system-packages certs clean
+.PHONY: run test lint proto proto-check bench bench-scale bench-bulk loadtest system-packages certs clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,3 +83,7 @@ certs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+
+## bench-bulk: pgbench TPC-B, then 100 points to each of 1,000,000 users through IssueBatch, the audit, and a replay that must change nothing; last line is JSON
+bench-bulk: $(STAMP) system-packages
+	$(PY) -m clients.bench_bulk

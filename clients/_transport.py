@@ -120,6 +120,7 @@ HealthCheckRequest, HealthCheckResponse = _health_messages()
 #: "Service.Method" -> (service, request type) for :meth:`OrderClient.send`.
 RPCS: dict[str, tuple[str, type[Message]]] = {
     "TransactionEngine.Issue": ("engine", engine_pb2.IssueRequest),
+    "TransactionEngine.IssueBatch": ("engine", engine_pb2.IssueBatchRequest),
     "TransactionEngine.Charge": ("engine", engine_pb2.ChargeRequest),
     "TransactionEngine.Capture": ("engine", engine_pb2.CaptureRequest),
     "TransactionEngine.Void": ("engine", engine_pb2.VoidRequest),

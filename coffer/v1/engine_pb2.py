@@ -26,13 +26,15 @@ from coffer.v1 import common_pb2 as coffer_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63offer/v1/engine.proto\x12\tcoffer.v1\x1a\x16\x63offer/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x05TopUp\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12\x1f\n\x05\x61sset\x18\x02 \x01(\x0e\x32\x10.coffer.v1.Asset\x12\x17\n\x0fpayment_channel\x18\x03 \x01(\t\x12\x16\n\x0e\x63hannel_txn_id\x18\x04 \x01(\t\"?\n\x0bPointsGrant\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x10\n\x08ttl_days\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"+\n\nCoinsGrant\x12\r\n\x05\x63oins\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0b\x43ouponClaim\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"p\n\rGiftCardIssue\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x17\n\x0fpayment_channel\x18\x03 \x01(\t\x12\x16\n\x0e\x63hannel_txn_id\x18\x04 \x01(\t\x12\x10\n\x08ttl_days\x18\x05 \x01(\x05\"$\n\rActivityGrant\x12\x13\n\x0b\x61\x63tivity_id\x18\x01 \x01(\t\"\xfb\x02\n\x0cIssueRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\"\n\x06top_up\x18\n \x01(\x0b\x32\x10.coffer.v1.TopUpH\x00\x12(\n\x06points\x18\x0b \x01(\x0b\x32\x16.coffer.v1.PointsGrantH\x00\x12&\n\x05\x63oins\x18\x0c \x01(\x0b\x32\x15.coffer.v1.CoinsGrantH\x00\x12(\n\x06\x63oupon\x18\r \x01(\x0b\x32\x16.coffer.v1.CouponClaimH\x00\x12-\n\tgift_card\x18\x0e \x01(\x0b\x32\x18.coffer.v1.GiftCardIssueH\x00\x12,\n\x08\x61\x63tivity\x18\x0f \x01(\x0b\x32\x18.coffer.v1.ActivityGrantH\x00\x42\x06\n\x04kind\"\xac\x01\n\rIssueResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12!\n\x06wallet\x18\x03 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12&\n\x07\x63oupons\x18\x04 \x03(\x0b\x32\x15.coffer.v1.UserCoupon\x12&\n\tgift_card\x18\x05 \x01(\x0b\x32\x13.coffer.v1.GiftCard\"\xfb\x02\n\rChargeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x12\n\nchannel_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\"\n\x05items\x18\x07 \x03(\x0b\x32\x13.coffer.v1.LineItem\x12\x12\n\ncoupon_ids\x18\x08 \x03(\t\x12\x0e\n\x06points\x18\t \x01(\x03\x12\r\n\x05\x63oins\x18\n \x01(\x03\x12\x17\n\x0fgift_card_codes\x18\x0b \x03(\t\x12\x16\n\x0e\x61uthorize_only\x18\x0c \x01(\x08\x12\x18\n\x10step_up_verified\x18\r \x01(\x08\x12*\n\x07\x63ontext\x18\x0e \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x0f \x01(\t\x12\x15\n\rbusiness_line\x18\x10 \x01(\t\"\xc2\x01\n\x0e\x43hargeResponse\x12\x11\n\tcharge_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.coffer.v1.ChargeStatus\x12\'\n\tbreakdown\x18\x03 \x01(\x0b\x32\x14.coffer.v1.Breakdown\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12!\n\x06wallet\x18\x05 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12\x16\n\x0etransaction_id\x18\x06 \x01(\t\"x\n\x0e\x43\x61ptureRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x11\n\tcharge_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12*\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x19.coffer.v1.RequestContext\"F\n\x0f\x43\x61ptureResponse\x12!\n\x06\x63harge\x18\x01 \x01(\x0b\x32\x11.coffer.v1.Charge\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"e\n\x0bVoidRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x11\n\tcharge_id\x18\x02 \x01(\t\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.coffer.v1.RequestContext\"C\n\x0cVoidResponse\x12!\n\x06\x63harge\x18\x01 \x01(\x0b\x32\x11.coffer.v1.Charge\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"+\n\nRefundItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"\xbf\x01\n\rRefundRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x11\n\tcharge_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12$\n\x05items\x18\x04 \x03(\x0b\x32\x15.coffer.v1.RefundItem\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12*\n\x07\x63ontext\x18\x06 \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\"\xa4\x01\n\x0eRefundResponse\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12!\n\x06\x63harge\x18\x02 \x01(\x0b\x32\x11.coffer.v1.Charge\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12!\n\x06wallet\x18\x04 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12\'\n\tbreakdown\x18\x05 \x01(\x0b\x32\x14.coffer.v1.Breakdown\"^\n\x14\x43ouponCodeRedemption\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0corder_amount\x18\x02 \x01(\x03\x12\"\n\x05items\x18\x03 \x03(\x0b\x32\x13.coffer.v1.LineItem\"2\n\x12GiftCardRedemption\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"1\n\x0ePointsExchange\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0e\n\x06points\x18\x02 \x01(\x03\"\xa5\x02\n\rRedeemRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x36\n\x0b\x63oupon_code\x18\n \x01(\x0b\x32\x1f.coffer.v1.CouponCodeRedemptionH\x00\x12\x32\n\tgift_card\x18\x0b \x01(\x0b\x32\x1d.coffer.v1.GiftCardRedemptionH\x00\x12\x34\n\x0fpoints_exchange\x18\x0c \x01(\x0b\x32\x19.coffer.v1.PointsExchangeH\x00\x42\x06\n\x04kind\"\xce\x01\n\x0eRedeemResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64iscount\x18\x02 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12&\n\tgift_card\x18\x05 \x01(\x0b\x32\x13.coffer.v1.GiftCard\x12!\n\x06wallet\x18\x06 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12%\n\x06\x63oupon\x18\x07 \x01(\x0b\x32\x15.coffer.v1.UserCoupon\"D\n\x0f\x43ouponRejection\x12\x11\n\tcoupon_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xc9\x01\n\x13QuoteChargeResponse\x12\'\n\tbreakdown\x18\x01 \x01(\x0b\x32\x14.coffer.v1.Breakdown\x12\x17\n\x0f\x62\x65st_coupon_ids\x18\x02 \x03(\t\x12,\n\x0e\x62\x65st_breakdown\x18\x03 \x01(\x0b\x32\x14.coffer.v1.Breakdown\x12,\n\x08rejected\x18\x04 \x03(\x0b\x32\x1a.coffer.v1.CouponRejection\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\"#\n\x10GetWalletRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"%\n\x10GetChargeRequest\x12\x11\n\tcharge_id\x18\x01 \x01(\t\"Q\n\x17ListTransactionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.coffer.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetGiftCardRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"`\n\nTimeWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xea\x05\n\x11TransactionEngine\x12:\n\x05Issue\x12\x17.coffer.v1.IssueRequest\x1a\x18.coffer.v1.IssueResponse\x12=\n\x06\x43harge\x12\x18.coffer.v1.ChargeRequest\x1a\x19.coffer.v1.ChargeResponse\x12@\n\x07\x43\x61pture\x12\x19.coffer.v1.CaptureRequest\x1a\x1a.coffer.v1.CaptureResponse\x12\x37\n\x04Void\x12\x16.coffer.v1.VoidRequest\x1a\x17.coffer.v1.VoidResponse\x12=\n\x06Refund\x12\x18.coffer.v1.RefundRequest\x1a\x19.coffer.v1.RefundResponse\x12=\n\x06Redeem\x12\x18.coffer.v1.RedeemRequest\x1a\x19.coffer.v1.RedeemResponse\x12G\n\x0bQuoteCharge\x12\x18.coffer.v1.ChargeRequest\x1a\x1e.coffer.v1.QuoteChargeResponse\x12;\n\tGetWallet\x12\x1b.coffer.v1.GetWalletRequest\x1a\x11.coffer.v1.Wallet\x12;\n\tGetCharge\x12\x1b.coffer.v1.GetChargeRequest\x1a\x11.coffer.v1.Charge\x12[\n\x10ListTransactions\x12\".coffer.v1.ListTransactionsRequest\x1a#.coffer.v1.ListTransactionsResponse\x12\x41\n\x0bGetGiftCard\x12\x1d.coffer.v1.GetGiftCardRequest\x1a\x13.coffer.v1.GiftCardb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63offer/v1/engine.proto\x12\tcoffer.v1\x1a\x16\x63offer/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"i\n\x05TopUp\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12\x1f\n\x05\x61sset\x18\x02 \x01(\x0e\x32\x10.coffer.v1.Asset\x12\x17\n\x0fpayment_channel\x18\x03 \x01(\t\x12\x16\n\x0e\x63hannel_txn_id\x18\x04 \x01(\t\"?\n\x0bPointsGrant\x12\x0e\n\x06points\x18\x01 \x01(\x03\x12\x10\n\x08ttl_days\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\"+\n\nCoinsGrant\x12\r\n\x05\x63oins\x18\x01 \x01(\x03\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\"\n\x0b\x43ouponClaim\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\"p\n\rGiftCardIssue\x12\x0e\n\x06\x61mount\x18\x01 \x01(\x03\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x17\n\x0fpayment_channel\x18\x03 \x01(\t\x12\x16\n\x0e\x63hannel_txn_id\x18\x04 \x01(\t\x12\x10\n\x08ttl_days\x18\x05 \x01(\x05\"$\n\rActivityGrant\x12\x13\n\x0b\x61\x63tivity_id\x18\x01 \x01(\t\"\xfb\x02\n\x0cIssueRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\"\n\x06top_up\x18\n \x01(\x0b\x32\x10.coffer.v1.TopUpH\x00\x12(\n\x06points\x18\x0b \x01(\x0b\x32\x16.coffer.v1.PointsGrantH\x00\x12&\n\x05\x63oins\x18\x0c \x01(\x0b\x32\x15.coffer.v1.CoinsGrantH\x00\x12(\n\x06\x63oupon\x18\r \x01(\x0b\x32\x16.coffer.v1.CouponClaimH\x00\x12-\n\tgift_card\x18\x0e \x01(\x0b\x32\x18.coffer.v1.GiftCardIssueH\x00\x12,\n\x08\x61\x63tivity\x18\x0f \x01(\x0b\x32\x18.coffer.v1.ActivityGrantH\x00\x42\x06\n\x04kind\"\xac\x01\n\rIssueResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08replayed\x18\x02 \x01(\x08\x12!\n\x06wallet\x18\x03 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12&\n\x07\x63oupons\x18\x04 \x03(\x0b\x32\x15.coffer.v1.UserCoupon\x12&\n\tgift_card\x18\x05 \x01(\x0b\x32\x13.coffer.v1.GiftCard\";\n\x11IssueBatchRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.coffer.v1.IssueRequest\"\xad\x01\n\x0fIssueBatchError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12:\n\x08metadata\x18\x03 \x03(\x0b\x32(.coffer.v1.IssueBatchError.MetadataEntry\x12\x0f\n\x07message\x18\x04 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"v\n\x10IssueBatchResult\x12\r\n\x05index\x18\x01 \x01(\r\x12\x16\n\x0etransaction_id\x18\x02 \x01(\t\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12)\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x1a.coffer.v1.IssueBatchError\"B\n\x12IssueBatchResponse\x12,\n\x07results\x18\x01 \x03(\x0b\x32\x1b.coffer.v1.IssueBatchResult\"\xfb\x02\n\rChargeRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x04 \x01(\t\x12\x12\n\nchannel_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61mount\x18\x06 \x01(\x03\x12\"\n\x05items\x18\x07 \x03(\x0b\x32\x13.coffer.v1.LineItem\x12\x12\n\ncoupon_ids\x18\x08 \x03(\t\x12\x0e\n\x06points\x18\t \x01(\x03\x12\r\n\x05\x63oins\x18\n \x01(\x03\x12\x17\n\x0fgift_card_codes\x18\x0b \x03(\t\x12\x16\n\x0e\x61uthorize_only\x18\x0c \x01(\x08\x12\x18\n\x10step_up_verified\x18\r \x01(\x08\x12*\n\x07\x63ontext\x18\x0e \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x0f \x01(\t\x12\x15\n\rbusiness_line\x18\x10 \x01(\t\"\xc2\x01\n\x0e\x43hargeResponse\x12\x11\n\tcharge_id\x18\x01 \x01(\t\x12\'\n\x06status\x18\x02 \x01(\x0e\x32\x17.coffer.v1.ChargeStatus\x12\'\n\tbreakdown\x18\x03 \x01(\x0b\x32\x14.coffer.v1.Breakdown\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12!\n\x06wallet\x18\x05 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12\x16\n\x0etransaction_id\x18\x06 \x01(\t\"x\n\x0e\x43\x61ptureRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x11\n\tcharge_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12*\n\x07\x63ontext\x18\x04 \x01(\x0b\x32\x19.coffer.v1.RequestContext\"F\n\x0f\x43\x61ptureResponse\x12!\n\x06\x63harge\x18\x01 \x01(\x0b\x32\x11.coffer.v1.Charge\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"e\n\x0bVoidRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x11\n\tcharge_id\x18\x02 \x01(\t\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.coffer.v1.RequestContext\"C\n\x0cVoidResponse\x12!\n\x06\x63harge\x18\x01 \x01(\x0b\x32\x11.coffer.v1.Charge\x12\x10\n\x08replayed\x18\x02 \x01(\x08\"+\n\nRefundItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x03\"\xbf\x01\n\rRefundRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x11\n\tcharge_id\x18\x02 \x01(\t\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12$\n\x05items\x18\x04 \x03(\x0b\x32\x15.coffer.v1.RefundItem\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12*\n\x07\x63ontext\x18\x06 \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\"\xa4\x01\n\x0eRefundResponse\x12\x11\n\trefund_id\x18\x01 \x01(\t\x12!\n\x06\x63harge\x18\x02 \x01(\x0b\x32\x11.coffer.v1.Charge\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12!\n\x06wallet\x18\x04 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12\'\n\tbreakdown\x18\x05 \x01(\x0b\x32\x14.coffer.v1.Breakdown\"^\n\x14\x43ouponCodeRedemption\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0corder_amount\x18\x02 \x01(\x03\x12\"\n\x05items\x18\x03 \x03(\x0b\x32\x13.coffer.v1.LineItem\"2\n\x12GiftCardRedemption\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0e\n\x06\x61mount\x18\x02 \x01(\x03\"1\n\x0ePointsExchange\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x0e\n\x06points\x18\x02 \x01(\x03\"\xa5\x02\n\rRedeemRequest\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\x13\n\x0bmerchant_id\x18\x02 \x01(\t\x12*\n\x07\x63ontext\x18\x03 \x01(\x0b\x32\x19.coffer.v1.RequestContext\x12\x10\n\x08\x63urrency\x18\x04 \x01(\t\x12\x36\n\x0b\x63oupon_code\x18\n \x01(\x0b\x32\x1f.coffer.v1.CouponCodeRedemptionH\x00\x12\x32\n\tgift_card\x18\x0b \x01(\x0b\x32\x1d.coffer.v1.GiftCardRedemptionH\x00\x12\x34\n\x0fpoints_exchange\x18\x0c \x01(\x0b\x32\x19.coffer.v1.PointsExchangeH\x00\x42\x06\n\x04kind\"\xce\x01\n\x0eRedeemResponse\x12\x16\n\x0etransaction_id\x18\x01 \x01(\t\x12\x10\n\x08\x64iscount\x18\x02 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x03 \x01(\x03\x12\x10\n\x08replayed\x18\x04 \x01(\x08\x12&\n\tgift_card\x18\x05 \x01(\x0b\x32\x13.coffer.v1.GiftCard\x12!\n\x06wallet\x18\x06 \x01(\x0b\x32\x11.coffer.v1.Wallet\x12%\n\x06\x63oupon\x18\x07 \x01(\x0b\x32\x15.coffer.v1.UserCoupon\"D\n\x0f\x43ouponRejection\x12\x11\n\tcoupon_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\xc9\x01\n\x13QuoteChargeResponse\x12\'\n\tbreakdown\x18\x01 \x01(\x0b\x32\x14.coffer.v1.Breakdown\x12\x17\n\x0f\x62\x65st_coupon_ids\x18\x02 \x03(\t\x12,\n\x0e\x62\x65st_breakdown\x18\x03 \x01(\x0b\x32\x14.coffer.v1.Breakdown\x12,\n\x08rejected\x18\x04 \x03(\x0b\x32\x1a.coffer.v1.CouponRejection\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\"#\n\x10GetWalletRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\"%\n\x10GetChargeRequest\x12\x11\n\tcharge_id\x18\x01 \x01(\t\"Q\n\x17ListTransactionsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"a\n\x18ListTransactionsResponse\x12,\n\x0ctransactions\x18\x01 \x03(\x0b\x32\x16.coffer.v1.Transaction\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12GetGiftCardRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"`\n\nTimeWindow\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2\xb5\x06\n\x11TransactionEngine\x12:\n\x05Issue\x12\x17.coffer.v1.IssueRequest\x1a\x18.coffer.v1.IssueResponse\x12I\n\nIssueBatch\x12\x1c.coffer.v1.IssueBatchRequest\x1a\x1d.coffer.v1.IssueBatchResponse\x12=\n\x06\x43harge\x12\x18.coffer.v1.ChargeRequest\x1a\x19.coffer.v1.ChargeResponse\x12@\n\x07\x43\x61pture\x12\x19.coffer.v1.CaptureRequest\x1a\x1a.coffer.v1.CaptureResponse\x12\x37\n\x04Void\x12\x16.coffer.v1.VoidRequest\x1a\x17.coffer.v1.VoidResponse\x12=\n\x06Refund\x12\x18.coffer.v1.RefundRequest\x1a\x19.coffer.v1.RefundResponse\x12=\n\x06Redeem\x12\x18.coffer.v1.RedeemRequest\x1a\x19.coffer.v1.RedeemResponse\x12G\n\x0bQuoteCharge\x12\x18.coffer.v1.ChargeRequest\x1a\x1e.coffer.v1.QuoteChargeResponse\x12;\n\tGetWallet\x12\x1b.coffer.v1.GetWalletRequest\x1a\x11.coffer.v1.Wallet\x12;\n\tGetCharge\x12\x1b.coffer.v1.GetChargeRequest\x1a\x11.coffer.v1.Charge\x12[\n\x10ListTransactions\x12\".coffer.v1.ListTransactionsRequest\x1a#.coffer.v1.ListTransactionsResponse\x12\x41\n\x0bGetGiftCard\x12\x1d.coffer.v1.GetGiftCardRequest\x1a\x13.coffer.v1.GiftCardb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'coffer.v1.engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ISSUEBATCHERROR_METADATAENTRY']._loaded_options = None
+  _globals['_ISSUEBATCHERROR_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_TOPUP']._serialized_start=94
   _globals['_TOPUP']._serialized_end=199
   _globals['_POINTSGRANT']._serialized_start=201
@@ -49,50 +51,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ISSUEREQUEST']._serialized_end=879
   _globals['_ISSUERESPONSE']._serialized_start=882
   _globals['_ISSUERESPONSE']._serialized_end=1054
-  _globals['_CHARGEREQUEST']._serialized_start=1057
-  _globals['_CHARGEREQUEST']._serialized_end=1436
-  _globals['_CHARGERESPONSE']._serialized_start=1439
-  _globals['_CHARGERESPONSE']._serialized_end=1633
-  _globals['_CAPTUREREQUEST']._serialized_start=1635
-  _globals['_CAPTUREREQUEST']._serialized_end=1755
-  _globals['_CAPTURERESPONSE']._serialized_start=1757
-  _globals['_CAPTURERESPONSE']._serialized_end=1827
-  _globals['_VOIDREQUEST']._serialized_start=1829
-  _globals['_VOIDREQUEST']._serialized_end=1930
-  _globals['_VOIDRESPONSE']._serialized_start=1932
-  _globals['_VOIDRESPONSE']._serialized_end=1999
-  _globals['_REFUNDITEM']._serialized_start=2001
-  _globals['_REFUNDITEM']._serialized_end=2044
-  _globals['_REFUNDREQUEST']._serialized_start=2047
-  _globals['_REFUNDREQUEST']._serialized_end=2238
-  _globals['_REFUNDRESPONSE']._serialized_start=2241
-  _globals['_REFUNDRESPONSE']._serialized_end=2405
-  _globals['_COUPONCODEREDEMPTION']._serialized_start=2407
-  _globals['_COUPONCODEREDEMPTION']._serialized_end=2501
-  _globals['_GIFTCARDREDEMPTION']._serialized_start=2503
-  _globals['_GIFTCARDREDEMPTION']._serialized_end=2553
-  _globals['_POINTSEXCHANGE']._serialized_start=2555
-  _globals['_POINTSEXCHANGE']._serialized_end=2604
-  _globals['_REDEEMREQUEST']._serialized_start=2607
-  _globals['_REDEEMREQUEST']._serialized_end=2900
-  _globals['_REDEEMRESPONSE']._serialized_start=2903
-  _globals['_REDEEMRESPONSE']._serialized_end=3109
-  _globals['_COUPONREJECTION']._serialized_start=3111
-  _globals['_COUPONREJECTION']._serialized_end=3179
-  _globals['_QUOTECHARGERESPONSE']._serialized_start=3182
-  _globals['_QUOTECHARGERESPONSE']._serialized_end=3383
-  _globals['_GETWALLETREQUEST']._serialized_start=3385
-  _globals['_GETWALLETREQUEST']._serialized_end=3420
-  _globals['_GETCHARGEREQUEST']._serialized_start=3422
-  _globals['_GETCHARGEREQUEST']._serialized_end=3459
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=3461
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=3542
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=3544
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=3641
-  _globals['_GETGIFTCARDREQUEST']._serialized_start=3643
-  _globals['_GETGIFTCARDREQUEST']._serialized_end=3677
-  _globals['_TIMEWINDOW']._serialized_start=3679
-  _globals['_TIMEWINDOW']._serialized_end=3775
-  _globals['_TRANSACTIONENGINE']._serialized_start=3778
-  _globals['_TRANSACTIONENGINE']._serialized_end=4524
+  _globals['_ISSUEBATCHREQUEST']._serialized_start=1056
+  _globals['_ISSUEBATCHREQUEST']._serialized_end=1115
+  _globals['_ISSUEBATCHERROR']._serialized_start=1118
+  _globals['_ISSUEBATCHERROR']._serialized_end=1291
+  _globals['_ISSUEBATCHERROR_METADATAENTRY']._serialized_start=1244
+  _globals['_ISSUEBATCHERROR_METADATAENTRY']._serialized_end=1291
+  _globals['_ISSUEBATCHRESULT']._serialized_start=1293
+  _globals['_ISSUEBATCHRESULT']._serialized_end=1411
+  _globals['_ISSUEBATCHRESPONSE']._serialized_start=1413
+  _globals['_ISSUEBATCHRESPONSE']._serialized_end=1479
+  _globals['_CHARGEREQUEST']._serialized_start=1482
+  _globals['_CHARGEREQUEST']._serialized_end=1861
+  _globals['_CHARGERESPONSE']._serialized_start=1864
+  _globals['_CHARGERESPONSE']._serialized_end=2058
+  _globals['_CAPTUREREQUEST']._serialized_start=2060
+  _globals['_CAPTUREREQUEST']._serialized_end=2180
+  _globals['_CAPTURERESPONSE']._serialized_start=2182
+  _globals['_CAPTURERESPONSE']._serialized_end=2252
+  _globals['_VOIDREQUEST']._serialized_start=2254
+  _globals['_VOIDREQUEST']._serialized_end=2355
+  _globals['_VOIDRESPONSE']._serialized_start=2357
+  _globals['_VOIDRESPONSE']._serialized_end=2424
+  _globals['_REFUNDITEM']._serialized_start=2426
+  _globals['_REFUNDITEM']._serialized_end=2469
+  _globals['_REFUNDREQUEST']._serialized_start=2472
+  _globals['_REFUNDREQUEST']._serialized_end=2663
+  _globals['_REFUNDRESPONSE']._serialized_start=2666
+  _globals['_REFUNDRESPONSE']._serialized_end=2830
+  _globals['_COUPONCODEREDEMPTION']._serialized_start=2832
+  _globals['_COUPONCODEREDEMPTION']._serialized_end=2926
+  _globals['_GIFTCARDREDEMPTION']._serialized_start=2928
+  _globals['_GIFTCARDREDEMPTION']._serialized_end=2978
+  _globals['_POINTSEXCHANGE']._serialized_start=2980
+  _globals['_POINTSEXCHANGE']._serialized_end=3029
+  _globals['_REDEEMREQUEST']._serialized_start=3032
+  _globals['_REDEEMREQUEST']._serialized_end=3325
+  _globals['_REDEEMRESPONSE']._serialized_start=3328
+  _globals['_REDEEMRESPONSE']._serialized_end=3534
+  _globals['_COUPONREJECTION']._serialized_start=3536
+  _globals['_COUPONREJECTION']._serialized_end=3604
+  _globals['_QUOTECHARGERESPONSE']._serialized_start=3607
+  _globals['_QUOTECHARGERESPONSE']._serialized_end=3808
+  _globals['_GETWALLETREQUEST']._serialized_start=3810
+  _globals['_GETWALLETREQUEST']._serialized_end=3845
+  _globals['_GETCHARGEREQUEST']._serialized_start=3847
+  _globals['_GETCHARGEREQUEST']._serialized_end=3884
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=3886
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=3967
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=3969
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=4066
+  _globals['_GETGIFTCARDREQUEST']._serialized_start=4068
+  _globals['_GETGIFTCARDREQUEST']._serialized_end=4102
+  _globals['_TIMEWINDOW']._serialized_start=4104
+  _globals['_TIMEWINDOW']._serialized_end=4200
+  _globals['_TRANSACTIONENGINE']._serialized_start=4203
+  _globals['_TRANSACTIONENGINE']._serialized_end=5024
 # @@protoc_insertion_point(module_scope)

@@ -313,6 +313,153 @@ class IssueResponse(_message.Message):
 Global___IssueResponse: _TypeAlias = IssueResponse  # noqa: Y015
 
 @_typing.final
+class IssueBatchRequest(_message.Message):
+    """Many Issue requests in one call: a campaign granting points to millions of users sends these.
+    Each item keeps every rule of a single Issue (its own idempotency key, scoped to its own user,
+    on that user's shard); items are independent: one item's refusal never fails another.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssueRequest]:
+        """1..10,000 items, any users on any shards, answered in this order. An empty list or more than
+        10,000 items is INVALID_ARGUMENT for the whole call (nothing is applied).
+        """
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___IssueRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueBatchRequest: _TypeAlias = IssueBatchRequest  # noqa: Y015
+
+@_typing.final
+class IssueBatchError(_message.Message):
+    """Why one item of a batch was refused: what a single Issue would have answered as its status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The gRPC status code's canonical name ("FAILED_PRECONDITION", "ALREADY_EXISTS", ...)."""
+    reason: _builtins.str
+    """The reason, equal to an ErrorReason value name ("IDEMPOTENCY_KEY_REUSED", ...)."""
+    message: _builtins.str
+    """A human-readable explanation; never parse it (use code and reason)."""
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """What the ErrorInfo detail would carry: the offending field, asset or ids."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message", "metadata", b"metadata", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueBatchError: _TypeAlias = IssueBatchError  # noqa: Y015
+
+@_typing.final
+class IssueBatchResult(_message.Message):
+    """The outcome of one item: either applied (transaction_id set, error unset) or refused (error set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The item's position in IssueBatchRequest.items, 0-based (results come in the same order)."""
+    transaction_id: _builtins.str
+    """The ledger transaction the item wrote (or wrote earlier, when replayed); empty when refused."""
+    replayed: _builtins.bool
+    """True when the item's idempotency key had already been applied with the same payload: the
+    original transaction_id is answered and nothing moved again.
+    """
+    @_builtins.property
+    def error(self) -> Global___IssueBatchError:
+        """Set when the item was refused; a refused item left no trace and may be retried with its key."""
+
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        transaction_id: _builtins.str = ...,
+        replayed: _builtins.bool = ...,
+        error: Global___IssueBatchError | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "index", b"index", "replayed", b"replayed", "transaction_id", b"transaction_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueBatchResult: _TypeAlias = IssueBatchResult  # noqa: Y015
+
+@_typing.final
+class IssueBatchResponse(_message.Message):
+    """The answer to IssueBatch: one result per item."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___IssueBatchResult]:
+        """Exactly one result per request item, in request order (results[i].index == i)."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___IssueBatchResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueBatchResponse: _TypeAlias = IssueBatchResponse  # noqa: Y015
+
+@_typing.final
 class ChargeRequest(_message.Message):
     """Charge (and QuoteCharge): pay one order."""
 

@@ -44,6 +44,11 @@ class TransactionEngineStub:
                 request_serializer=coffer_dot_v1_dot_engine__pb2.IssueRequest.SerializeToString,
                 response_deserializer=coffer_dot_v1_dot_engine__pb2.IssueResponse.FromString,
                 _registered_method=True)
+        self.IssueBatch = channel.unary_unary(
+                '/coffer.v1.TransactionEngine/IssueBatch',
+                request_serializer=coffer_dot_v1_dot_engine__pb2.IssueBatchRequest.SerializeToString,
+                response_deserializer=coffer_dot_v1_dot_engine__pb2.IssueBatchResponse.FromString,
+                _registered_method=True)
         self.Charge = channel.unary_unary(
                 '/coffer.v1.TransactionEngine/Charge',
                 request_serializer=coffer_dot_v1_dot_engine__pb2.ChargeRequest.SerializeToString,
@@ -107,6 +112,16 @@ class TransactionEngineServicer:
         """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle.
         One request names exactly one kind; it moves at most 10^13 minor units.
         Roles: payment_callback (top_up and paid gift_card only), ops
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueBatch(self, request, context):
+        """Up to 10,000 Issue requests in one call (a campaign granting points to millions of users),
+        each with its own idempotency key and user, applied or refused on its own, one result per
+        item in request order (docs/bulk.md).
+        Roles: ops
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,6 +222,11 @@ def add_TransactionEngineServicer_to_server(servicer, server):
                     request_deserializer=coffer_dot_v1_dot_engine__pb2.IssueRequest.FromString,
                     response_serializer=coffer_dot_v1_dot_engine__pb2.IssueResponse.SerializeToString,
             ),
+            'IssueBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueBatch,
+                    request_deserializer=coffer_dot_v1_dot_engine__pb2.IssueBatchRequest.FromString,
+                    response_serializer=coffer_dot_v1_dot_engine__pb2.IssueBatchResponse.SerializeToString,
+            ),
             'Charge': grpc.unary_unary_rpc_method_handler(
                     servicer.Charge,
                     request_deserializer=coffer_dot_v1_dot_engine__pb2.ChargeRequest.FromString,
@@ -289,6 +309,33 @@ class TransactionEngine:
             '/coffer.v1.TransactionEngine/Issue',
             coffer_dot_v1_dot_engine__pb2.IssueRequest.SerializeToString,
             coffer_dot_v1_dot_engine__pb2.IssueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coffer.v1.TransactionEngine/IssueBatch',
+            coffer_dot_v1_dot_engine__pb2.IssueBatchRequest.SerializeToString,
+            coffer_dot_v1_dot_engine__pb2.IssueBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

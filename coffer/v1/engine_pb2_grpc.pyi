@@ -43,6 +43,12 @@ class TransactionEngineStub:
     One request names exactly one kind; it moves at most 10^13 minor units.
     Roles: payment_callback (top_up and paid gift_card only), ops
     """
+    IssueBatch: _grpc.UnaryUnaryMultiCallable[_engine_pb2.IssueBatchRequest, _engine_pb2.IssueBatchResponse]
+    """Up to 10,000 Issue requests in one call (a campaign granting points to millions of users),
+    each with its own idempotency key and user, applied or refused on its own, one result per
+    item in request order (docs/bulk.md).
+    Roles: ops
+    """
     Charge: _grpc.UnaryUnaryMultiCallable[_engine_pb2.ChargeRequest, _engine_pb2.ChargeResponse]
     """Pays an order from coupons, points, coins, gift cards and cash, all legs or none, in that
     order; with authorize_only every leg is held until Capture or Void (or the hold's expiry).
@@ -104,6 +110,12 @@ class TransactionEngineAsyncStub(TransactionEngineStub):
     """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle.
     One request names exactly one kind; it moves at most 10^13 minor units.
     Roles: payment_callback (top_up and paid gift_card only), ops
+    """
+    IssueBatch: _aio.UnaryUnaryMultiCallable[_engine_pb2.IssueBatchRequest, _engine_pb2.IssueBatchResponse]  # type: ignore[assignment]
+    """Up to 10,000 Issue requests in one call (a campaign granting points to millions of users),
+    each with its own idempotency key and user, applied or refused on its own, one result per
+    item in request order (docs/bulk.md).
+    Roles: ops
     """
     Charge: _aio.UnaryUnaryMultiCallable[_engine_pb2.ChargeRequest, _engine_pb2.ChargeResponse]  # type: ignore[assignment]
     """Pays an order from coupons, points, coins, gift cards and cash, all legs or none, in that
@@ -169,6 +181,18 @@ class TransactionEngineServicer(metaclass=_abc_1.ABCMeta):
         """Credits stored value: a top-up, points, coins, a coupon, a gift card or an activity bundle.
         One request names exactly one kind; it moves at most 10^13 minor units.
         Roles: payment_callback (top_up and paid gift_card only), ops
+        """
+
+    @_abc_1.abstractmethod
+    def IssueBatch(
+        self,
+        request: _engine_pb2.IssueBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_engine_pb2.IssueBatchResponse, _abc.Awaitable[_engine_pb2.IssueBatchResponse]]:
+        """Up to 10,000 Issue requests in one call (a campaign granting points to millions of users),
+        each with its own idempotency key and user, applied or refused on its own, one result per
+        item in request order (docs/bulk.md).
+        Roles: ops
         """
 
     @_abc_1.abstractmethod

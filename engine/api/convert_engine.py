@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from coffer.v1 import engine_pb2
 from engine.api.convert_common import (
     asset_from_proto,
@@ -11,15 +13,17 @@ from engine.api.convert_common import (
     coupon_to_proto,
     gift_card_to_proto,
     line_items_from_proto,
+    require_currency,
     wallet_to_proto,
 )
 from engine.domain import commands
 from engine.domain.coupons.messages import QuoteResult
-from engine.domain.errors import invalid_argument
+from engine.domain.errors import CofferError, invalid_argument
 from engine.domain.money import Asset
 from engine.domain.results import (
     RedeemResult,
 )
+from engine.service.issue_batch import ItemOutcome
 
 
 def issue_from_proto(request: engine_pb2.IssueRequest) -> commands.IssueCommand:
@@ -158,4 +162,41 @@ def quote_to_proto(result: QuoteResult) -> engine_pb2.QuoteChargeResponse:
             for item in result.rejected
         ],
         error_reason=result.error_reason,
+    )
+
+
+def issue_batch_items_from_proto(
+    request: engine_pb2.IssueBatchRequest, currency: str
+) -> list[commands.IssueCommand | CofferError]:
+    """Each item as a command, or as the refusal its conversion gave (that item's answer only)."""
+    items: list[commands.IssueCommand | CofferError] = []
+    for item in request.items:
+        try:
+            require_currency(item.currency, currency)
+            items.append(issue_from_proto(item))
+        except CofferError as error:
+            items.append(error)
+    return items
+
+
+def issue_batch_to_proto(outcomes: Sequence[ItemOutcome]) -> engine_pb2.IssueBatchResponse:
+    return engine_pb2.IssueBatchResponse(
+        results=[
+            engine_pb2.IssueBatchResult(
+                index=outcome.index,
+                transaction_id=outcome.transaction_id,
+                replayed=outcome.replayed,
+                error=_batch_error_to_proto(outcome.error) if outcome.error else None,
+            )
+            for outcome in outcomes
+        ]
+    )
+
+
+def _batch_error_to_proto(error: CofferError) -> engine_pb2.IssueBatchError:
+    return engine_pb2.IssueBatchError(
+        code=error.reason.code.value,
+        reason=error.reason.label,
+        metadata=error.metadata,
+        message=error.message,
     )

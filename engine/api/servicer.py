@@ -14,6 +14,7 @@ from engine.service import capture as capture_service
 from engine.service import charge as charge_service
 from engine.service import gift_cards as gift_card_service
 from engine.service import issue as issue_service
+from engine.service import issue_batch as issue_batch_service
 from engine.service import queries
 from engine.service import redeem as redeem_service
 from engine.service import refund as refund_service
@@ -162,5 +163,14 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
                 transactions=[convert_common.transaction_to_proto(view) for view in page.transactions],
                 next_page_token=page.next_page_token,
             )
+
+        return await self.runner.run(context, work)
+
+    async def IssueBatch(
+        self, request: engine_pb2.IssueBatchRequest, context: Context
+    ) -> engine_pb2.IssueBatchResponse:
+        def work() -> engine_pb2.IssueBatchResponse:
+            items = convert_engine.issue_batch_items_from_proto(request, self.engine.settings.currency)
+            return convert_engine.issue_batch_to_proto(issue_batch_service.issue_batch(self.engine, items))
 
         return await self.runner.run(context, work)

@@ -30,7 +30,11 @@ from engine.service.gift_cards import issue_gift_card, validate_gift_card_issue
 from engine.service.idempotent import execute_for_user
 from engine.service.movements import Movement, open_movement
 
-__all__ = ["issue", "validate_issue"]
+__all__ = ["ISSUE_OPERATION", "issue", "validate_issue"]
+
+#: The operation an Issue's idempotency key is claimed under (part of its payload digest);
+#: IssueBatch claims its items under the same one, so a key replays across the two RPCs.
+ISSUE_OPERATION = "Issue"
 
 
 def validate_issue(command: IssueCommand) -> None:
@@ -94,7 +98,7 @@ def _run(
     return execute_for_user(
         context,
         command,
-        operation="Issue",
+        operation=ISSUE_OPERATION,
         result_type=IssueResult,
         effect=effect,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Connection
 
 from engine.domain import ids
+from engine.domain.grants import post_credit
 from engine.domain.ledger import POINTS_ISSUED, Entry, Posting, TransactionType, system_entry, user_entry
 from engine.domain.money import Asset
 from engine.domain.points_fifo import LotDraw, draw_points
@@ -45,8 +46,8 @@ class Movement:
     def credit(self, asset: Asset, amount: int, source_account: str) -> None:
         """``amount`` of ``asset`` from the system account ``source_account`` to the user."""
         credit_available(self.connection, self.user_id, asset, amount)
-        self.posting.move(
-            system_entry(source_account, asset, amount), user_entry(self.user_id, asset, amount)
+        post_credit(
+            self.posting, user_id=self.user_id, asset=asset, amount=amount, source_account=source_account
         )
 
     def debit(self, asset: Asset, amount: int, target_account: str) -> list[LotDraw]:

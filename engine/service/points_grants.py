@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Row
 
 from engine.domain import ids
 from engine.domain.errors import require
+from engine.domain.grants import post_grant, split_grant
 from engine.domain.ledger import POINTS_ISSUED, Posting, points_debt_entry, system_entry, user_entry
 from engine.domain.money import Asset, apply_bps_floor
 from engine.domain.points_fifo import spending_order
@@ -59,27 +60,22 @@ def grant_lot(
     """
     # Lock order: the POINTS balance row, then the account row that carries the debt.
     lock_points_balance(connection, user_id)
-    paid = min(lock_points_debt(connection, user_id), points)
-    if paid:
-        pay_points_debt(connection, user_id, paid)
-    kept = points - paid
-    credit_available(connection, user_id, Asset.POINTS, kept)
+    split = split_grant(points, lock_points_debt(connection, user_id))
+    if split.paid_debt:
+        pay_points_debt(connection, user_id, split.paid_debt)
+    credit_available(connection, user_id, Asset.POINTS, split.kept)
     insert_lot(
         connection,
         lot_id=lot_id,
         user_id=user_id,
         granted=points,
-        remaining=kept,
+        remaining=split.kept,
         expires_at_us=expires_at_us,
         now_us=now_us,
         transaction_id=transaction_id,
     )
-    posting.move(
-        system_entry(source_account, Asset.POINTS, kept),
-        user_entry(user_id, Asset.POINTS, kept, instrument=lot_id),
-    )
-    posting.move(system_entry(source_account, Asset.POINTS, paid), points_debt_entry(user_id, paid))
-    return kept
+    post_grant(posting, user_id=user_id, lot_id=lot_id, split=split, source_account=source_account)
+    return split.kept
 
 
 def earn_points(context: EngineContext, scope: LegScope, *, transaction_id: str, base: int) -> int:

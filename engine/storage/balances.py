@@ -5,13 +5,15 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, BindParameter, Connection, String, bindparam, select
+from sqlalchemy import BigInteger, BindParameter, Connection, String, bindparam, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
-from engine.domain.errors import CofferError, InvariantViolation, Reason
+from engine.domain.errors import CofferError, InvariantViolation, Reason, require
 from engine.domain.money import MAX_BALANCE_FEN, Asset, balance_limit_error
+from engine.storage.bulk import pg_arrays, unnest_select, user_in, users_parameter
 from engine.storage.schema import balances
 
 
@@ -126,3 +128,61 @@ def lock_points_balance(connection: Connection, user_id: int) -> None:
         .where(balances.c.user_id == user_id, balances.c.asset == Asset.POINTS.value)
         .with_for_update()
     ).first()
+
+
+# Bulk forms (IssueBatch, docs/bulk.md). A multi-row upsert may not touch one row twice, so the
+# caller sums its credits per (user, asset) first; rows come sorted by (user, asset): the lock order.
+_PG_CREDIT_MANY = text(
+    "INSERT INTO balances (user_id, asset, available, held) "
+    "SELECT user_id, asset, available, 0 FROM "
+    f"({unnest_select(balances, ('user_id', 'asset', 'available'))}) AS credits "
+    "ON CONFLICT (user_id, asset) DO UPDATE SET available = balances.available + excluded.available "
+    f"WHERE balances.available <= {MAX_BALANCE_FEN} - excluded.available "
+    "RETURNING user_id"
+)
+_SQLITE_CREDIT_MANY = _credit_statement("sqlite")
+
+
+def credit_available_many(connection: Connection, credits: Sequence[tuple[int, Asset, int]]) -> None:
+    """Add each ``(user_id, asset, amount)`` to ``available`` (creating rows) in one statement;
+    AMOUNT_LIMIT_EXCEEDED when any would pass the balance limit (the caller rolls back)."""
+    credits = [credit for credit in credits if credit[2] != 0]
+    if not credits:
+        return
+    require(
+        len({(user, asset) for user, asset, _ in credits}) == len(credits),
+        "one credit per (user, asset) in a bulk upsert",
+    )
+    if connection.dialect.name == "postgresql":
+        credited = connection.execute(
+            _PG_CREDIT_MANY,
+            pg_arrays(
+                {
+                    "user_id": [user for user, _, _ in credits],
+                    "asset": [asset.value for _, asset, _ in credits],
+                    "available": [amount for _, _, amount in credits],
+                }
+            ),
+        ).all()
+    else:
+        credited = connection.execute(
+            _SQLITE_CREDIT_MANY,
+            [_parameters(user, asset, amount) for user, asset, amount in credits],
+        ).all()
+    if len(credited) != len(credits):
+        raise balance_limit_error(credits[0][1].value)
+
+
+def lock_points_balances(connection: Connection, user_ids: Sequence[int]) -> None:
+    """:func:`lock_points_balance` for many users at once, in user order."""
+    if not user_ids or connection.dialect.name != "postgresql":
+        return
+    connection.execute(
+        select(balances.c.user_id)
+        .where(
+            user_in(connection, balances.c.user_id, "p_users"), balances.c.asset == Asset.POINTS.value
+        )
+        .order_by(balances.c.user_id)
+        .with_for_update(),
+        {"p_users": users_parameter(connection, sorted(user_ids))},
+    ).all()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, select, text, tuple_
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import DBAPIError
 
 from engine.domain.errors import CofferError, Reason
+from engine.storage.bulk import Columns, as_dicts, is_postgresql, pg_arrays, row_count, unnest_select
 from engine.storage.dialect import insert_or_ignore
 from engine.storage.schema import idempotency_keys
 from engine.storage.unit_of_work import is_lock_timeout
@@ -90,3 +93,85 @@ def read_response(connection: Connection, *, user_id: int, key: str) -> str:
         )
     ).scalar_one()
     return response
+
+
+# Bulk forms (IssueBatch, docs/bulk.md): one statement per chunk. Rows arrive sorted by
+# (user_id, key), the order every chunk claims in, so two chunks never wait on each other in a cycle.
+_CLAIM_COLUMNS = ("user_id", "idempotency_key", "operation", "request_digest", "created_at_us")
+_PG_CLAIM_KEYS = text(
+    f"INSERT INTO idempotency_keys ({', '.join(_CLAIM_COLUMNS)}) "
+    f"{unnest_select(idempotency_keys, _CLAIM_COLUMNS)} "
+    "ON CONFLICT DO NOTHING RETURNING user_id, idempotency_key"
+)
+_SQLITE_CLAIM_KEYS = (
+    sqlite.insert(idempotency_keys)
+    .on_conflict_do_nothing()
+    .returning(idempotency_keys.c.user_id, idempotency_keys.c.idempotency_key)
+)
+_PG_STORE_RESPONSES = text(
+    "UPDATE idempotency_keys AS k SET response = rows.response "
+    f"FROM ({unnest_select(idempotency_keys, ('user_id', 'idempotency_key', 'response'))}) AS rows "
+    "WHERE k.user_id = rows.user_id AND k.idempotency_key = rows.idempotency_key"
+)
+
+
+def claim_keys(connection: Connection, rows: Columns) -> set[tuple[int, str]]:
+    """Claim many keys at once (``rows``: the columns of :data:`_CLAIM_COLUMNS`); the answer is
+    the ``(user_id, key)`` pairs this statement claimed — the others were claimed before.
+
+    As with :func:`claim_key`, a key that an uncommitted transaction holds makes PostgreSQL wait
+    for it (up to the lock timeout, an error that fails the whole chunk).
+    """
+    if row_count(rows) == 0:
+        return set()
+    if is_postgresql(connection):
+        result = connection.execute(_PG_CLAIM_KEYS, pg_arrays({name: rows[name] for name in _CLAIM_COLUMNS}))
+    else:
+        result = connection.execute(
+            _SQLITE_CLAIM_KEYS, [{**row, "response": None} for row in as_dicts(rows)]
+        )
+    return {(int(row.user_id), str(row.idempotency_key)) for row in result}
+
+
+def read_keys(connection: Connection, pairs: Sequence[tuple[int, str]]) -> dict[tuple[int, str], StoredKey]:
+    """The stored claims of ``(user_id, key)`` pairs (those that exist)."""
+    if not pairs:
+        return {}
+    rows = connection.execute(
+        select(
+            idempotency_keys.c.user_id,
+            idempotency_keys.c.idempotency_key,
+            idempotency_keys.c.operation,
+            idempotency_keys.c.request_digest,
+            idempotency_keys.c.response,
+        ).where(
+            tuple_(idempotency_keys.c.user_id, idempotency_keys.c.idempotency_key).in_(
+                bindparam("p_pairs", expanding=True)
+            )
+        ),
+        {"p_pairs": list(pairs)},
+    ).all()
+    return {
+        (int(row.user_id), str(row.idempotency_key)): StoredKey(
+            row.operation, row.request_digest, row.response
+        )
+        for row in rows
+    }
+
+
+def store_responses(connection: Connection, rows: Columns) -> None:
+    """Store many answers at once (``rows``: ``user_id``, ``idempotency_key``, ``response``)."""
+    if row_count(rows) == 0:
+        return
+    if is_postgresql(connection):
+        connection.execute(_PG_STORE_RESPONSES, pg_arrays(rows))
+        return
+    connection.execute(
+        _STORE_RESPONSE,
+        [
+            {"p_user_id": user, "p_key": key, "p_response": response}
+            for user, key, response in zip(
+                rows["user_id"], rows["idempotency_key"], rows["response"], strict=True
+            )
+        ],
+    )

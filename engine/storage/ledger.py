@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import Connection
 
 from engine.domain.ledger import Entry, TransactionType, check_balanced
+from engine.storage.bulk import insert_rows
 from engine.storage.schema import ledger_entries, ledger_transactions
 
 # Built once: a statement object built per call costs a cache-key walk on every execution.
@@ -56,3 +58,52 @@ def append_transaction(
                 for entry in entries
             ],
         )
+
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    """One ledger transaction and its entries, as :func:`append_transactions` writes it."""
+
+    transaction_id: str
+    user_id: int
+    transaction_type: TransactionType
+    entries: Sequence[Entry]
+    now_us: int
+    idempotency_key: str = ""
+    memo: str = ""
+
+
+def append_transactions(connection: Connection, records: Sequence[TransactionRecord]) -> None:
+    """:func:`append_transaction` for many transactions: two statements in all (the transaction
+    rows, then every entry), each transaction refused unless balanced."""
+    if not records:
+        return
+    for record in records:
+        check_balanced(record.entries)
+    insert_rows(
+        connection,
+        ledger_transactions,
+        {
+            "transaction_id": [record.transaction_id for record in records],
+            "user_id": [record.user_id for record in records],
+            "type": [record.transaction_type.value for record in records],
+            "idempotency_key": [record.idempotency_key for record in records],
+            "charge_id": [""] * len(records),
+            "memo": [record.memo for record in records],
+            "created_at_us": [record.now_us for record in records],
+        },
+    )
+    lines = [(record.transaction_id, entry) for record in records for entry in record.entries]
+    insert_rows(
+        connection,
+        ledger_entries,
+        {
+            "transaction_id": [transaction_id for transaction_id, _ in lines],
+            "account": [entry.account for _, entry in lines],
+            "user_id": [entry.user_id for _, entry in lines],
+            "asset": [entry.asset.value for _, entry in lines],
+            "bucket": [entry.bucket.value if entry.bucket else "" for _, entry in lines],
+            "instrument": [entry.instrument for _, entry in lines],
+            "amount": [entry.amount for _, entry in lines],
+        },
+    )

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Row, select
 
 from engine.domain.errors import InvariantViolation, require
 from engine.domain.points_fifo import Lot, LotDraw
+from engine.storage.bulk import Columns, insert_rows, row_count
 from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import lot_draws, points_lots
 
@@ -24,6 +25,7 @@ __all__ = [
     "due_lots_summary",
     "held_draws",
     "insert_lot",
+    "insert_lots",
     "lock_lot",
     "lot_owner",
     "mark_draw_returned",
@@ -261,3 +263,10 @@ def close_expired_lot(connection: Connection, lot_id: str, remaining: int, now_u
         .values(remaining=0, expired_at_us=now_us)
     )
     return updated.rowcount == 1
+
+
+def insert_lots(connection: Connection, rows: Columns) -> None:
+    """Insert many new lots in one statement (``rows``: every column of :func:`insert_lot` but
+    ``held`` and ``expired_at_us``, which start at 0 and NULL)."""
+    count = row_count(rows)
+    insert_rows(connection, points_lots, {**rows, "held": [0] * count})

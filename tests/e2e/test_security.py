@@ -152,6 +152,14 @@ VARIANTS = [
     issue("coins", _issue(coins=engine_pb2.CoinsGrant(coins=10)), OPS),
     issue("coupon", _issue(coupon=engine_pb2.CouponClaim(template_id="tp-none")), OPS),
     issue("activity", _issue(activity=engine_pb2.ActivityGrant(activity_id="ac-none")), OPS),
+    rpc(
+        E,
+        "IssueBatch",
+        lambda: engine_pb2.IssueBatchRequest(
+            items=[_issue(points=engine_pb2.PointsGrant(points=1, reason="matrix"))()]
+        ),
+        OPS,
+    ),
     rpc(E, "Charge", lambda: charge(MATRIX_USER, POS_MERCHANT_ID), OS, POS),
     rpc(E, "Capture", lambda: engine_pb2.CaptureRequest(idempotency_key=key(), charge_id=no_charge()), OS),
     rpc(E, "Void", lambda: engine_pb2.VoidRequest(idempotency_key=key(), charge_id=no_charge()), OS),

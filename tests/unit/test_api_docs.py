@@ -18,6 +18,9 @@ DOC = (gen_api_docs.REPOSITORY / gen_api_docs.API_DOC).read_text(encoding="utf-8
 
 def messages(descriptors: Iterator[Descriptor] | list[Descriptor]) -> Iterator[Descriptor]:
     for message in descriptors:
+        # A map field's entry type is protoc's, not the API's: the map field is described instead.
+        if message.GetOptions().map_entry:
+            continue
         yield message
         yield from messages(list(message.nested_types))
 

@@ -1,0 +1,249 @@
+"""Set-based statements for bulk issuance (IssueBatch, docs/bulk.md): one statement per table per
+chunk, whatever the chunk's size.
+
+PostgreSQL receives each column as one array and expands it with ``unnest`` — one parameter per
+column instead of one per value, so a 1,000-row insert is a single prepared statement. SQLite
+(embedded, in-process) receives the rows as an ``executemany``; its writers hold the database's
+write lock for the whole transaction (``BEGIN IMMEDIATE``), so nothing interleaves with a chunk.
+
+Row order is the caller's: callers sort rows by their key, so two chunks touching the same rows
+lock them in the same order and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    cast,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from engine.domain.errors import require
+from engine.domain.money import Asset
+from engine.domain.results import BalanceView, WalletView
+from engine.storage.schema import accounts, balances, points_lots
+
+__all__ = [
+    "MAX_BULK_ROWS",
+    "Columns",
+    "array_literal",
+    "as_dicts",
+    "ensure_accounts",
+    "insert_rows",
+    "is_postgresql",
+    "lock_points_debts",
+    "pg_arrays",
+    "read_balance_wallets",
+    "row_count",
+    "unnest_select",
+    "user_in",
+    "users_parameter",
+]
+
+#: One bulk statement writes at most this many rows (a chunk's items times its rows per item).
+MAX_BULK_ROWS = 10_000
+
+#: Rows in columnar form: column name -> one value per row (every list equally long).
+Columns = Mapping[str, Sequence[Any]]
+
+
+def is_postgresql(connection: Connection) -> bool:
+    return connection.dialect.name == "postgresql"
+
+
+def row_count(rows: Columns) -> int:
+    """How many rows ``rows`` holds; refuses ragged columns and more than :data:`MAX_BULK_ROWS`."""
+    lengths = {len(values) for values in rows.values()}
+    require(len(lengths) <= 1, f"bulk columns of different lengths: {sorted(lengths)}")
+    count = lengths.pop() if lengths else 0
+    require(count <= MAX_BULK_ROWS, f"a bulk statement of {count} rows (limit {MAX_BULK_ROWS})")
+    return count
+
+
+def as_dicts(rows: Columns) -> list[dict[str, Any]]:
+    """Columnar rows as one dict per row (what ``executemany`` takes)."""
+    names = list(rows)
+    return [dict(zip(names, values, strict=True)) for values in zip(*rows.values(), strict=True)]
+
+
+def _element_literal(value: Any) -> str:
+    """One element of a PostgreSQL array literal: NULL, a number, a boolean or a quoted string."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int):
+        return str(value)
+    text_value = str(value)
+    return '"' + text_value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def array_literal(values: Sequence[Any]) -> str:
+    """``values`` as one PostgreSQL array literal (``{1,2}``, ``{"a","b\\"c"}``), cast to its
+    type by the statement. Built here rather than by the driver, whose per-element escaping costs
+    more CPU than the database spends inserting the row."""
+    return "{" + ",".join(map(_element_literal, values)) + "}"
+
+
+def pg_arrays(rows: Columns) -> dict[str, str]:
+    """Columnar rows as one array literal per column (the parameters of :func:`unnest_select`)."""
+    return {name: array_literal(values) for name, values in rows.items()}
+
+
+def _sql_array_type(column: Column[Any]) -> str:
+    if isinstance(column.type, BigInteger):
+        return "BIGINT[]"
+    if isinstance(column.type, Integer):
+        return "INTEGER[]"
+    if isinstance(column.type, Boolean):
+        return "BOOLEAN[]"
+    return "TEXT[]"
+
+
+def unnest_select(table: Table, names: Sequence[str]) -> str:
+    """``SELECT * FROM unnest(CAST(:c AS type[]), ...)``: the columns as one row set (PostgreSQL)."""
+    arrays = ", ".join(f"CAST(:{name} AS {_sql_array_type(table.c[name])})" for name in names)
+    return f"SELECT * FROM unnest({arrays}) AS rows({', '.join(names)})"
+
+
+@functools.cache
+def _insert_statement(dialect_name: str, table: Table, names: tuple[str, ...], ignore_conflicts: bool) -> Any:
+    if dialect_name == "postgresql":
+        conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+        return text(f"INSERT INTO {table.name} ({', '.join(names)}) {unnest_select(table, names)}{conflict}")
+    statement = sqlite.insert(table)
+    return statement.on_conflict_do_nothing() if ignore_conflicts else statement
+
+
+def insert_rows(
+    connection: Connection, table: Table, rows: Columns, *, ignore_conflicts: bool = False
+) -> None:
+    """Insert every row of ``rows`` into ``table`` in one statement (``ON CONFLICT DO NOTHING``
+    when ``ignore_conflicts``; otherwise a conflict is an error that fails the chunk)."""
+    if row_count(rows) == 0:
+        return
+    statement = _insert_statement(connection.dialect.name, table, tuple(rows), ignore_conflicts)
+    if is_postgresql(connection):
+        connection.execute(statement, pg_arrays(rows))
+    else:
+        connection.execute(statement, as_dicts(rows))
+
+
+def user_in(connection: Connection, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """``column`` is one of the user ids bound as ``name``: one array parameter on PostgreSQL, an
+    expanding ``IN`` on SQLite."""
+    if is_postgresql(connection):
+        # IN (SELECT unnest(...)): the array is parsed once; ``= ANY(CAST(:p ...))`` would parse
+        # it again for every row scanned (the cast of a parameter is not folded into a constant).
+        users = func.unnest(cast(bindparam(name, type_=String), postgresql.ARRAY(BigInteger)))
+        return column.in_(select(users).scalar_subquery())
+    return column.in_(bindparam(name, expanding=True))
+
+
+def users_parameter(connection: Connection, user_ids: Sequence[int]) -> Any:
+    """The value to bind for :func:`user_in`: an array literal (PostgreSQL) or the list (SQLite)."""
+    return array_literal(user_ids) if is_postgresql(connection) else list(user_ids)
+
+
+def ensure_accounts(connection: Connection, accounts_by_user: Mapping[int, int], now_us: int) -> None:
+    """Create the missing account rows of ``{user_id: virtual_shard}`` (existing ones untouched),
+    in user order."""
+    users = sorted(accounts_by_user)
+    insert_rows(
+        connection,
+        accounts,
+        {
+            "user_id": users,
+            "virtual_shard": [accounts_by_user[user] for user in users],
+            "frozen": [False] * len(users),
+            "frozen_reason": [""] * len(users),
+            "points_debt": [0] * len(users),
+            "created_at_us": [now_us] * len(users),
+        },
+        ignore_conflicts=True,
+    )
+
+
+def lock_points_debts(connection: Connection, user_ids: Sequence[int]) -> dict[int, int]:
+    """The points debt of each of ``user_ids`` that owes any, those account rows locked in user
+    order (the account rows must exist). Users missing from the answer owe nothing."""
+    if not user_ids:
+        return {}
+    statement = (
+        select(accounts.c.user_id, accounts.c.points_debt)
+        .where(user_in(connection, accounts.c.user_id, "p_users"), accounts.c.points_debt > 0)
+        .order_by(accounts.c.user_id)
+        .with_for_update()
+    )
+    rows = connection.execute(statement, {"p_users": users_parameter(connection, sorted(user_ids))}).all()
+    return {int(row.user_id): int(row.points_debt) for row in rows}
+
+
+def read_balance_wallets(
+    connection: Connection, user_ids: Sequence[int], now_us: int
+) -> dict[int, WalletView]:
+    """The balances-only wallet (CONTRACT §2: a mutation's answer) of each of ``user_ids``, as
+    this transaction sees it: balances, ``frozen`` and the points debt; lots, coupons and gift
+    cards come from GetWallet. POINTS ``available`` leaves out lots past their expiry that the
+    expiry job has not processed yet, as :func:`engine.storage.wallets.read_wallet` does."""
+    if not user_ids:
+        return {}
+    users = sorted(set(user_ids))
+    parameters = {"p_users": users_parameter(connection, users), "p_now_us": now_us}
+    amounts: dict[tuple[int, str], tuple[int, int]] = {
+        (int(row.user_id), row.asset): (int(row.available), int(row.held))
+        for row in connection.execute(
+            select(balances.c.user_id, balances.c.asset, balances.c.available, balances.c.held).where(
+                user_in(connection, balances.c.user_id, "p_users")
+            ),
+            parameters,
+        )
+    }
+    flags = {
+        int(row.user_id): (bool(row.frozen), int(row.points_debt))
+        for row in connection.execute(
+            select(accounts.c.user_id, accounts.c.frozen, accounts.c.points_debt).where(
+                user_in(connection, accounts.c.user_id, "p_users")
+            ),
+            parameters,
+        )
+    }
+    expired = {
+        int(row.user_id): int(row.points)
+        for row in connection.execute(
+            select(points_lots.c.user_id, func.sum(points_lots.c.remaining).label("points"))
+            .where(
+                user_in(connection, points_lots.c.user_id, "p_users"),
+                points_lots.c.remaining > 0,
+                points_lots.c.expires_at_us <= bindparam("p_now_us"),
+            )
+            .group_by(points_lots.c.user_id),
+            parameters,
+        )
+    }
+    wallets: dict[int, WalletView] = {}
+    for user in users:
+        views = []
+        for asset in Asset:
+            available, held = amounts.get((user, asset.value), (0, 0))
+            if asset is Asset.POINTS:
+                available -= expired.get(user, 0)
+            views.append(BalanceView(asset.value, available, held))
+        frozen, debt = flags.get(user, (False, 0))
+        wallets[user] = WalletView(user_id=user, balances=tuple(views), frozen=frozen, points_debt=debt)
+    return wallets
