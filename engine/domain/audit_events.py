@@ -22,6 +22,7 @@ __all__ = [
     "SYSTEM_CHAIN_USER_ID",
     "AuditEvent",
     "AuditOutcome",
+    "BrokenChain",
     "event_hash",
 ]
 
@@ -74,3 +75,12 @@ def event_hash(event: AuditEvent) -> str:
     content["outcome"] = event.outcome.value
     canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class BrokenChain:
+    """The first broken link of one user's chain: the row at ``seq`` (or the chain head) and why."""
+
+    user_id: int
+    seq: int
+    problem: str

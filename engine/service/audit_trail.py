@@ -120,8 +120,11 @@ def audit_event_for(
     key and request digest), and the ids and amount it concerns, from the command and its result."""
     caller = acting_caller()
     spec = getattr(command, "spec", None)
-    concerned = (command, spec, result, getattr(result, "charge", None), getattr(result, "transaction", None))
     requested = (command, spec)
+    # What the mutation created: a refund, or a ledger transaction (not the charge's own one,
+    # which a Capture or Void answer carries in its charge).
+    created = (result, getattr(result, "transaction", None))
+    concerned = (*requested, *created, getattr(result, "charge", None))
     merchant = _text(requested, "merchant_id") or (caller.merchant_id if caller is not None else "") or ""
     return AuditEvent(
         user_id=user_id,
@@ -134,7 +137,7 @@ def audit_event_for(
         merchant_id=merchant,
         order_id=_text(concerned, "order_id"),
         charge_id=_text(concerned, "charge_id"),
-        transaction_id=_text(concerned, "transaction_id") or _text(concerned, "refund_id"),
+        transaction_id=_text(created, "refund_id") or _text(created, "transaction_id"),
         amount=_amount(requested),
     )
 
