@@ -18,9 +18,9 @@ from sqlalchemy import text
 from engine.config import Settings
 from engine.domain.commands import ChargeCommand, IssueCommand, RefundCommand, TopUpSpec
 from engine.domain.money import Asset
+from engine.service import idempotent
 from engine.service.audit import audit
 from engine.service.charge import charge
-from engine.service import idempotent
 from engine.service.context import EngineContext
 from engine.service.issue import issue
 from engine.service.refund import refund
