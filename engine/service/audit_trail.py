@@ -44,7 +44,6 @@ __all__ = [
     "ListedAuditEvent",
     "acting_as",
     "acting_caller",
-    "audit_event_for",
     "bound_to_caller",
     "list_audit_events",
     "record_mutation",
@@ -106,8 +105,8 @@ def _amount(sources: tuple[object, ...]) -> int | None:
     return None
 
 
-def audit_event_for(
-    *,
+def record_mutation(
+    connection: Connection,
     user_id: int,
     now_us: int,
     operation: str,
@@ -115,9 +114,11 @@ def audit_event_for(
     digest: str,
     command: Any,
     result: Any,
-) -> AuditEvent:
-    """The row an acknowledged mutation writes: who (the acting caller), what (the operation,
-    key and request digest), and the ids and amount it concerns, from the command and its result."""
+) -> None:
+    """Append the acknowledged mutation's row to ``user_id``'s chain, in ``connection``'s
+    transaction (the effect's), so it commits or rolls back with the effect: who (the acting
+    caller), what (the operation, key and request digest), and the ids and amount it concerns,
+    from the command and its result."""
     caller = acting_caller()
     spec = getattr(command, "spec", None)
     requested = (command, spec)
@@ -126,7 +127,7 @@ def audit_event_for(
     created = (result, getattr(result, "transaction", None))
     concerned = (*requested, *created, getattr(result, "charge", None))
     merchant = _text(requested, "merchant_id") or (caller.merchant_id if caller is not None else "") or ""
-    return AuditEvent(
+    event = AuditEvent(
         user_id=user_id,
         at_us=now_us,
         caller=caller.name if caller is not None else ANONYMOUS_CALLER,
@@ -139,29 +140,6 @@ def audit_event_for(
         charge_id=_text(concerned, "charge_id"),
         transaction_id=_text(created, "refund_id") or _text(created, "transaction_id"),
         amount=_amount(requested),
-    )
-
-
-def record_mutation(
-    connection: Connection,
-    user_id: int,
-    now_us: int,
-    operation: str,
-    key: str,
-    digest: str,
-    command: Any,
-    result: Any,
-) -> None:
-    """Append the acknowledged mutation's row to ``user_id``'s chain, in ``connection``'s
-    transaction (the effect's), so it commits or rolls back with the effect."""
-    event = audit_event_for(
-        user_id=user_id,
-        now_us=now_us,
-        operation=operation,
-        key=key,
-        digest=digest,
-        command=command,
-        result=result,
     )
     append_audit_events(connection, [event])
 

@@ -133,21 +133,14 @@ def _one_round(runner: Runner, ledger: Ledger, generator: random.Random, prefix:
         return runner.run(caller, route, work, batched)
 
     top_up = IssueCommand(f"{prefix}-top", user, TopUpSpec(5_000, Asset.CASH, "alipay", f"{prefix}-txn"))
-    _record(
-        ledger,
-        user,
-        top_up.idempotency_key,
-        caller,
-        lambda: run(route_for_user(context, user), lambda: issue(context, top_up)),
-    )
-    # A replay of the same top-up: answered again, no second row.
-    _record(
-        ledger,
-        user,
-        top_up.idempotency_key,
-        caller,
-        lambda: run(route_for_user(context, user), lambda: issue(context, top_up)),
-    )
+    for _sent in range(2):  # the second is a replay: answered again, no second row
+        _record(
+            ledger,
+            user,
+            top_up.idempotency_key,
+            caller,
+            lambda: run(route_for_user(context, user), lambda: issue(context, top_up)),
+        )
     # A refusal: far more than the wallet holds; no row, no ledger trace.
     too_much = ChargeCommand(f"{prefix}-poor", user, f"{prefix}-o-poor", "m-1", "", 10**12)
     _record(
