@@ -139,6 +139,7 @@ RPCS: dict[str, tuple[str, type[Message]]] = {
     "Admin.UnfreezeCoupon": ("admin", admin_pb2.FreezeCouponRequest),
     "Admin.Adjust": ("admin", admin_pb2.AdjustRequest),
     "Admin.Audit": ("admin", admin_pb2.AuditRequest),
+    "Admin.ListAuditEvents": ("admin", admin_pb2.ListAuditEventsRequest),
 }
 
 

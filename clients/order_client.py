@@ -442,6 +442,31 @@ class OrderClient(Transport):
         response: admin_pb2.AuditReport = self.send("Admin.Audit", request, timeout=timeout)
         return response
 
+    def list_audit_events(
+        self,
+        *,
+        user_id: int = 0,
+        order_id: str = "",
+        charge_id: str = "",
+        caller: str = "",
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> admin_pb2.ListAuditEventsResponse:
+        """One page of audit-trail rows, newest first; every filter given must match."""
+        request = admin_pb2.ListAuditEventsRequest(
+            user_id=user_id,
+            order_id=order_id,
+            charge_id=charge_id,
+            caller=caller,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        response: admin_pb2.ListAuditEventsResponse = self.send(
+            "Admin.ListAuditEvents", request, timeout=timeout
+        )
+        return response
+
     def create_coupon_template(
         self, request: admin_pb2.CreateCouponTemplateRequest, *, timeout: float | None = None
     ) -> admin_pb2.CreateCouponTemplateResponse:

@@ -206,6 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     audit = commands.add_parser("audit", help="check the ledger invariants on every shard (or one)")
     audit.add_argument("--shard", type=bounded_int(0, 1023), default=None, help="physical shard index")
 
+    events = commands.add_parser(
+        "audit-events", help="audit-trail rows, newest first, by user, order, charge or caller"
+    )
+    events.add_argument("--user", type=user_arg, default=0, help="only this user's rows")
+    events.add_argument("--order", default="", help="only rows of this order id")
+    events.add_argument("--charge", default="", help="only rows of this charge id")
+    events.add_argument("--caller", default="", help="only rows of this caller name")
+    events.add_argument("--limit", type=bounded_int(1, MAX_HISTORY_ROWS), default=50, help="rows per page")
+    events.add_argument("--page-token", default="", help="the next page (printed after a full page)")
+
     commands.add_parser("health", help="grpc.health.v1 Check; exit 0 only when SERVING")
     for sub in commands.choices.values():
         # --json after the command too; SUPPRESS keeps a global --json from being reset.
@@ -333,6 +343,15 @@ def _read(client: OrderClient, args: argparse.Namespace) -> Any:
         return client.get_charge(_charge_id(client, args))
     if command == "card":
         return client.get_gift_card(args.code.strip())
+    if command == "audit-events":
+        return client.list_audit_events(
+            user_id=args.user,
+            order_id=args.order,
+            charge_id=args.charge,
+            caller=args.caller,
+            page_size=args.limit,
+            page_token=args.page_token,
+        )
     return client.audit(args.shard)
 
 
@@ -354,6 +373,28 @@ def _render_created(answer: Any) -> list[Table]:
     return [kv_table("Created", [made, ("replayed", "yes" if answer.replayed else "no")])]
 
 
+def _render_audit_events(page: admin_pb2.ListAuditEventsResponse) -> list[Table]:
+    table = Table(title="Audit trail, newest first")
+    for column in ("at", "caller", "role", "rpc", "user", "seq", "key", "charge", "amount"):
+        table.add_column(column)
+    for event in page.events:
+        table.add_row(
+            event.at.ToDatetime().isoformat(timespec="milliseconds") + "Z",
+            event.caller,
+            event.role,
+            event.rpc,
+            str(event.user_id),
+            str(event.seq),
+            event.idempotency_key,
+            event.charge_id or "-",
+            str(event.amount) if event.HasField("amount") else "-",
+        )
+    tables = [table]
+    if page.next_page_token:
+        tables.append(kv_table("More", [("--page-token", page.next_page_token)]))
+    return tables
+
+
 RENDERERS: Mapping[str, Renderer] = {
     "create-template": _render_created,
     "create-activity": _render_created,
@@ -369,6 +410,7 @@ RENDERERS: Mapping[str, Renderer] = {
     "freeze": render_account,
     "unfreeze": render_account,
     "audit": render_audit,
+    "audit-events": _render_audit_events,
 }
 
 

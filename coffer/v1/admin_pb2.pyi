@@ -627,6 +627,8 @@ class ShardAudit(_message.Message):
     VIOLATIONS_FIELD_NUMBER: _builtins.int
     TRANSACTIONS_CHECKED_FIELD_NUMBER: _builtins.int
     ACCOUNTS_CHECKED_FIELD_NUMBER: _builtins.int
+    AUDIT_EVENTS_CHECKED_FIELD_NUMBER: _builtins.int
+    BROKEN_CHAINS_FIELD_NUMBER: _builtins.int
     shard: _builtins.int
     """Physical shard index."""
     ok: _builtins.bool
@@ -635,9 +637,15 @@ class ShardAudit(_message.Message):
     """Ledger transactions checked."""
     accounts_checked: _builtins.int
     """Balance rows checked."""
+    audit_events_checked: _builtins.int
+    """Audit-trail rows whose hash chain was recomputed."""
     @_builtins.property
     def violations(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvariantViolation]:
         """What is broken (empty when ok)."""
+
+    @_builtins.property
+    def broken_chains(self) -> _containers.RepeatedCompositeFieldContainer[Global___BrokenAuditChain]:
+        """The first broken link of each user's audit chain (at most 100 users); empty when intact."""
 
     def __init__(
         self,
@@ -647,14 +655,46 @@ class ShardAudit(_message.Message):
         violations: _abc.Iterable[Global___InvariantViolation] | None = ...,
         transactions_checked: _builtins.int = ...,
         accounts_checked: _builtins.int = ...,
+        audit_events_checked: _builtins.int = ...,
+        broken_chains: _abc.Iterable[Global___BrokenAuditChain] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_checked", b"accounts_checked", "ok", b"ok", "shard", b"shard", "transactions_checked", b"transactions_checked", "violations", b"violations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts_checked", b"accounts_checked", "audit_events_checked", b"audit_events_checked", "broken_chains", b"broken_chains", "ok", b"ok", "shard", b"shard", "transactions_checked", b"transactions_checked", "violations", b"violations"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShardAudit: _TypeAlias = ShardAudit  # noqa: Y015
+
+@_typing.final
+class BrokenAuditChain(_message.Message):
+    """The first broken link of one user's audit chain."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The chain's user; 0 is the shard's system chain (requests that name no user)."""
+    seq: _builtins.int
+    """The row where the chain breaks (the chain head's seq when the head is what disagrees)."""
+    problem: _builtins.str
+    """What is wrong: a row edited, missing, or not linked to the one before it."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        seq: _builtins.int = ...,
+        problem: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["problem", b"problem", "seq", b"seq", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BrokenAuditChain: _TypeAlias = BrokenAuditChain  # noqa: Y015
 
 @_typing.final
 class AuditReport(_message.Message):
@@ -689,3 +729,181 @@ class AuditReport(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AuditReport: _TypeAlias = AuditReport  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsRequest(_message.Message):
+    """ListAuditEvents. Every filter given must match (user_id, order_id, charge_id, caller, the
+    time range); none lists every row.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CHARGE_ID_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The user whose rows to list (> 0); 0: not by user."""
+    order_id: _builtins.str
+    """The order id (as the Charge request named it)."""
+    charge_id: _builtins.str
+    """A charge (or till redemption) id: its Charge, Capture, Void and Refund rows."""
+    caller: _builtins.str
+    """The caller name recorded (certificate CN or token subject; "anonymous" without auth)."""
+    page_size: _builtins.int
+    """1-200; 0 means 50."""
+    page_token: _builtins.str
+    """The previous page's next_page_token; empty for the first page."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Rows at or after this time; unset: from the beginning."""
+
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp:
+        """Rows before this time; unset: up to now."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        order_id: _builtins.str = ...,
+        charge_id: _builtins.str = ...,
+        caller: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caller", b"caller", "charge_id", b"charge_id", "order_id", b"order_id", "page_size", b"page_size", "page_token", b"page_token", "since", b"since", "until", b"until", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsRequest: _TypeAlias = ListAuditEventsRequest  # noqa: Y015
+
+@_typing.final
+class AuditEvent(_message.Message):
+    """One audit-trail row: who did what, with which key, concerning which ids."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    CALLER_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    MERCHANT_ID_FIELD_NUMBER: _builtins.int
+    RPC_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REQUEST_DIGEST_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    CHARGE_ID_FIELD_NUMBER: _builtins.int
+    TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PREV_HASH_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    SHARD_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.int
+    """The user whose chain holds the row; 0: the shard's system chain."""
+    seq: _builtins.int
+    """The row's place in its user's chain, from 1."""
+    caller: _builtins.str
+    """The caller's name (certificate CN or token subject; "anonymous" with COFFER_AUTH=none)."""
+    role: _builtins.str
+    """The caller's role ("none" without auth)."""
+    merchant_id: _builtins.str
+    """The merchant the request named or the till is bound to; empty when none."""
+    rpc: _builtins.str
+    """The operation (e.g. issue, charge, refund, capture, void, redeem, adjust)."""
+    idempotency_key: _builtins.str
+    """The request's idempotency key."""
+    request_digest: _builtins.str
+    """The request digest idempotency compares (sha256 hex of the payload without context)."""
+    outcome: _builtins.str
+    """"ok" for an acknowledged mutation ("rejected" is reserved for risk rejections)."""
+    reason: _builtins.str
+    """The refusal reason of a rejected request; empty when ok."""
+    order_id: _builtins.str
+    """The order concerned; empty when none."""
+    charge_id: _builtins.str
+    """The charge concerned; empty when none."""
+    transaction_id: _builtins.str
+    """The ledger transaction (or refund) it created; empty when none."""
+    amount: _builtins.int
+    """The amount the request named, in minor units (or points / coins); unset when it names none."""
+    prev_hash: _builtins.str
+    """The hash of the previous row of the same user (64 zeros before the first)."""
+    hash: _builtins.str
+    """sha256 hex over this row's content and prev_hash."""
+    shard: _builtins.int
+    """The physical shard that holds the row."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When the mutation committed (the engine's clock)."""
+
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.int = ...,
+        seq: _builtins.int = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        caller: _builtins.str = ...,
+        role: _builtins.str = ...,
+        merchant_id: _builtins.str = ...,
+        rpc: _builtins.str = ...,
+        idempotency_key: _builtins.str = ...,
+        request_digest: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        charge_id: _builtins.str = ...,
+        transaction_id: _builtins.str = ...,
+        amount: _builtins.int | None = ...,
+        prev_hash: _builtins.str = ...,
+        hash: _builtins.str = ...,
+        shard: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount", "at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_amount", b"_amount", "amount", b"amount", "at", b"at", "caller", b"caller", "charge_id", b"charge_id", "hash", b"hash", "idempotency_key", b"idempotency_key", "merchant_id", b"merchant_id", "order_id", b"order_id", "outcome", b"outcome", "prev_hash", b"prev_hash", "reason", b"reason", "request_digest", b"request_digest", "role", b"role", "rpc", b"rpc", "seq", b"seq", "shard", b"shard", "transaction_id", b"transaction_id", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__amount: _TypeAlias = _typing.Literal["amount"]  # noqa: Y015
+    _WhichOneofArgType__amount: _TypeAlias = _typing.Literal["_amount", b"_amount"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__amount) -> _WhichOneofReturnType__amount | None: ...
+
+Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
+
+@_typing.final
+class ListAuditEventsResponse(_message.Message):
+    """The page of audit rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___AuditEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditEventsResponse: _TypeAlias = ListAuditEventsResponse  # noqa: Y015

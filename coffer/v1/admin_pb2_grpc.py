@@ -77,6 +77,11 @@ class AdminStub:
                 request_serializer=coffer_dot_v1_dot_admin__pb2.AuditRequest.SerializeToString,
                 response_deserializer=coffer_dot_v1_dot_admin__pb2.AuditReport.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/coffer.v1.Admin/ListAuditEvents',
+                request_serializer=coffer_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=coffer_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -142,7 +147,18 @@ class AdminServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Audit(self, request, context):
-        """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints).
+        """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints),
+        with the verification of the audit trail's hash chains.
+        Roles: ops, auditor
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """Audit-trail rows (one per acknowledged mutation), newest first: by user, order, charge or
+        caller, in a time range, a page at a time. By user or charge it reads that id's shard; by
+        order, by caller or unfiltered it reads every shard and merges.
         Roles: ops, auditor
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -191,6 +207,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Audit,
                     request_deserializer=coffer_dot_v1_dot_admin__pb2.AuditRequest.FromString,
                     response_serializer=coffer_dot_v1_dot_admin__pb2.AuditReport.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=coffer_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=coffer_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -412,6 +433,33 @@ class Admin:
             '/coffer.v1.Admin/Audit',
             coffer_dot_v1_dot_admin__pb2.AuditRequest.SerializeToString,
             coffer_dot_v1_dot_admin__pb2.AuditReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coffer.v1.Admin/ListAuditEvents',
+            coffer_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            coffer_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,7 +65,14 @@ class AdminStub:
     Roles: ops
     """
     Audit: _grpc.UnaryUnaryMultiCallable[_admin_pb2.AuditRequest, _admin_pb2.AuditReport]
-    """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints).
+    """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints),
+    with the verification of the audit trail's hash chains.
+    Roles: ops, auditor
+    """
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]
+    """Audit-trail rows (one per acknowledged mutation), newest first: by user, order, charge or
+    caller, in a time range, a page at a time. By user or charge it reads that id's shard; by
+    order, by caller or unfiltered it reads every shard and merges.
     Roles: ops, auditor
     """
 
@@ -106,7 +113,14 @@ class AdminAsyncStub(AdminStub):
     Roles: ops
     """
     Audit: _aio.UnaryUnaryMultiCallable[_admin_pb2.AuditRequest, _admin_pb2.AuditReport]  # type: ignore[assignment]
-    """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints).
+    """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints),
+    with the verification of the audit trail's hash chains.
+    Roles: ops, auditor
+    """
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Audit-trail rows (one per acknowledged mutation), newest first: by user, order, charge or
+    caller, in a time range, a page at a time. By user or charge it reads that id's shard; by
+    order, by caller or unfiltered it reads every shard and merges.
     Roles: ops, auditor
     """
 
@@ -192,7 +206,20 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.AuditRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.AuditReport, _abc.Awaitable[_admin_pb2.AuditReport]]:
-        """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints).
+        """The ledger invariant report, per physical shard (what `python -m engine.jobs audit` prints),
+        with the verification of the audit trail's hash chains.
+        Roles: ops, auditor
+        """
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_pb2.ListAuditEventsResponse]]:
+        """Audit-trail rows (one per acknowledged mutation), newest first: by user, order, charge or
+        caller, in a time range, a page at a time. By user or charge it reads that id's shard; by
+        order, by caller or unfiltered it reads every shard and merges.
         Roles: ops, auditor
         """
 

@@ -10,7 +10,7 @@ from coffer.v1 import admin_pb2, admin_pb2_grpc
 from engine.api import convert_admin, convert_common
 from engine.api.runner import UseCaseRunner
 from engine.domain.commands import AdjustCommand, FreezeAccountCommand
-from engine.service import account_admin
+from engine.service import account_admin, audit_trail
 from engine.service import audit as audit_service
 from engine.service.activities import create_activity
 from engine.service.context import EngineContext
@@ -30,6 +30,15 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return await self.runner.run(
             context, lambda: convert_admin.audit_to_proto(audit_service.audit(self.engine, shard))
         )
+
+    async def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: Context
+    ) -> admin_pb2.ListAuditEventsResponse:
+        def work() -> admin_pb2.ListAuditEventsResponse:
+            query = convert_admin.audit_query_from_proto(request)
+            return convert_admin.audit_events_to_proto(audit_trail.list_audit_events(self.engine, query))
+
+        return await self.runner.run(context, work)
 
     async def CreateCouponTemplate(
         self, request: admin_pb2.CreateCouponTemplateRequest, context: Context

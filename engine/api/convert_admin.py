@@ -25,6 +25,8 @@ from engine.domain.results import (
     AdjustResult,
     AuditReport,
 )
+from engine.service.audit_trail import AuditEventPage, AuditEventQuery, ListedAuditEvent
+from engine.storage.audit_trail import AuditFilter
 
 # --- coupons and activities (docs/coupons.md) -----------------------------------------------
 
@@ -69,9 +71,60 @@ def audit_to_proto(report: AuditReport) -> admin_pb2.AuditReport:
                 ],
                 transactions_checked=shard.transactions_checked,
                 accounts_checked=shard.accounts_checked,
+                audit_events_checked=shard.audit_events_checked,
+                broken_chains=[
+                    admin_pb2.BrokenAuditChain(user_id=chain.user_id, seq=chain.seq, problem=chain.problem)
+                    for chain in shard.broken_chains
+                ],
             )
             for shard in report.shards
         ],
+    )
+
+
+def audit_query_from_proto(request: admin_pb2.ListAuditEventsRequest) -> AuditEventQuery:
+    return AuditEventQuery(
+        where=AuditFilter(
+            user_id=request.user_id or None,
+            order_id=request.order_id,
+            charge_id=request.charge_id,
+            caller=request.caller,
+            from_us=_optional_time(request, "since"),
+            until_us=_optional_time(request, "until"),
+        ),
+        page_size=request.page_size,
+        page_token=request.page_token,
+    )
+
+
+def _audit_event_to_proto(listed: ListedAuditEvent) -> admin_pb2.AuditEvent:
+    event = listed.stored.event
+    return admin_pb2.AuditEvent(
+        user_id=event.user_id,
+        seq=event.seq,
+        at=timestamp(event.at_us),
+        caller=event.caller,
+        role=event.role,
+        merchant_id=event.merchant_id,
+        rpc=event.rpc,
+        idempotency_key=event.idempotency_key,
+        request_digest=event.request_digest,
+        outcome=event.outcome.value,
+        reason=event.reason,
+        order_id=event.order_id,
+        charge_id=event.charge_id,
+        transaction_id=event.transaction_id,
+        amount=event.amount,
+        prev_hash=event.prev_hash,
+        hash=listed.stored.hash,
+        shard=listed.shard,
+    )
+
+
+def audit_events_to_proto(page: AuditEventPage) -> admin_pb2.ListAuditEventsResponse:
+    return admin_pb2.ListAuditEventsResponse(
+        events=[_audit_event_to_proto(listed) for listed in page.events],
+        next_page_token=page.next_page_token,
     )
 
 

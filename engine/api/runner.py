@@ -16,9 +16,11 @@ from typing import Any, TypeVar, cast
 
 import grpc
 
+from engine.api.auth import current_caller
 from engine.api.errors import to_status
 from engine.api.metrics import note_refusal
 from engine.domain.errors import CofferError
+from engine.service.audit_trail import bound_to_caller
 from engine.service.group_commit import GroupCommit, PendingWrite, WriteRoute
 from engine.storage.router import ShardRouter
 
@@ -57,6 +59,7 @@ class UseCaseRunner:
 
     async def run(self, context: grpc.aio.ServicerContext[Any, Any], work: Callable[[], T]) -> T:
         """``work`` on the thread pool, in its own transaction(s)."""
+        work = bound_to_caller(current_caller(), work)  # for the audit trail, on the pool thread
         loop = asyncio.get_running_loop()
         return await self._answer(context, lambda: loop.run_in_executor(self.executor, work))
 
@@ -72,9 +75,11 @@ class UseCaseRunner:
         if route is None or group_commit is None:
             return await self.run(context, work)
 
+        acting = bound_to_caller(current_caller(), work)  # for the audit trail, on the writer thread
+
         def submit() -> Awaitable[T]:
             waiter: Waiter = asyncio.get_running_loop().create_future()
-            group_commit.submit(route, work, waiter)
+            group_commit.submit(route, acting, waiter)
             return cast(Awaitable[T], waiter)
 
         return await self._answer(context, submit)

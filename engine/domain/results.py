@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.domain.audit_events import BrokenChain
+
 
 @dataclass(frozen=True)
 class BalanceView:
@@ -204,6 +206,9 @@ class ShardAuditReport:
     violations: tuple[Violation, ...] = ()
     transactions_checked: int = 0
     accounts_checked: int = 0
+    #: Audit-trail rows whose hash chain was recomputed, and the first broken link per user.
+    audit_events_checked: int = 0
+    broken_chains: tuple[BrokenChain, ...] = ()
 
     @property
     def ok(self) -> bool:

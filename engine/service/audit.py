@@ -1,4 +1,5 @@
-"""Audit: run every CONTRACT §8 check on one shard or all of them."""
+"""Audit: run every CONTRACT §8 check, and verify the audit trail's hash chains, on one shard or
+all of them."""
 
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ def audit(context: EngineContext, shard_index: int | None = None) -> AuditReport
         shards = (shards[shard_index],)
     reports = []
     for shard in shards:
-        violations, transactions, accounts = check_shard(shard.engine)
+        checked = check_shard(shard.engine)
         reports.append(
             ShardAuditReport(
                 shard=shard.index,
-                violations=tuple(violations),
-                transactions_checked=transactions,
-                accounts_checked=accounts,
+                violations=tuple(checked.violations),
+                transactions_checked=checked.transactions_checked,
+                accounts_checked=checked.accounts_checked,
+                audit_events_checked=checked.chains.events_checked,
+                broken_chains=checked.chains.broken,
             )
         )
     return AuditReport(shards=tuple(reports), checked_at_us=context.now_us())

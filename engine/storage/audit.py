@@ -7,14 +7,23 @@ their own checks there, so ``Admin.Audit``, the ``audit`` job and the tests all 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, select, text
 
+from engine.domain.audit_events import GENESIS_HASH, BrokenChain, event_hash
 from engine.domain.results import Violation
+from engine.storage.audit_trail import StoredAuditEvent, event_from_row
 from engine.storage.database import read_only
+from engine.storage.schema import audit_events
 
 #: Each check reports at most this many rows, so an audit of a broken shard stays readable.
 MAX_VIOLATIONS_PER_CHECK = 20
+#: Broken audit chains named in one shard's report (the first broken link of each).
+MAX_BROKEN_CHAINS_REPORTED = 100
+#: Audit rows fetched per round trip while the chains are recomputed.
+AUDIT_STREAM_ROWS = 2_000
 
 Check = Callable[[Connection], list[Violation]]
 
@@ -359,14 +368,103 @@ CHECKS.extend(
 )
 
 
-def check_shard(engine: Engine) -> tuple[list[Violation], int, int]:
-    """Every check in :data:`CHECKS` on one shard, in one snapshot (REPEATABLE READ on PostgreSQL,
-    SQLite's transaction otherwise): the violations, then the transactions and balance rows
-    checked."""
+@dataclass(frozen=True)
+class ChainVerification:
+    events_checked: int
+    broken: tuple[BrokenChain, ...]
+
+
+@dataclass
+class _ChainWalk:
+    """One user's chain as the verifier walks it in ``seq`` order."""
+
+    user_id: int
+    expected_seq: int = 1
+    previous_hash: str = GENESIS_HASH
+    broken: bool = False
+
+
+def _first_problem(walk: _ChainWalk, stored: StoredAuditEvent) -> str | None:
+    event = stored.event
+    if event.seq != walk.expected_seq:
+        return f"seq {event.seq} where seq {walk.expected_seq} was due (a row is missing)"
+    if event.prev_hash != walk.previous_hash:
+        return f"seq {event.seq} does not link to the row before it"
+    if event_hash(event) != stored.hash:
+        return f"seq {event.seq}: its hash does not match its content (the row was edited)"
+    return None
+
+
+def _broken_heads(connection: Connection) -> list[BrokenChain]:
+    """A head that names no row or another hash (the chain's last rows removed), or rows past the
+    head (appended around the engine)."""
+    rows = _rows(
+        connection,
+        "SELECT h.user_id, h.seq FROM audit_chain_heads h LEFT JOIN audit_events e "
+        "ON e.user_id = h.user_id AND e.seq = h.seq "
+        "WHERE (h.seq > 0 AND (e.seq IS NULL OR e.hash <> h.hash)) "
+        "OR EXISTS (SELECT 1 FROM audit_events x WHERE x.user_id = h.user_id AND x.seq > h.seq) "
+        "UNION SELECT DISTINCT e.user_id, 0 FROM audit_events e "
+        "WHERE NOT EXISTS (SELECT 1 FROM audit_chain_heads h WHERE h.user_id = e.user_id) "
+        "ORDER BY 1",
+    )
+    return [
+        BrokenChain(cast(int, user), cast(int, seq), "the chain head does not match the chain's last row")
+        for user, seq in rows
+    ]
+
+
+def verify_audit_chains(connection: Connection) -> ChainVerification:
+    """Recompute every user's chain in ``seq`` order (streamed, so memory stays bounded) and
+    report the first broken link per user, at most :data:`MAX_BROKEN_CHAINS_REPORTED` users."""
+    broken: dict[int, BrokenChain] = {}
+    checked = 0
+    walk: _ChainWalk | None = None
+    statement = select(audit_events).order_by(audit_events.c.user_id, audit_events.c.seq)
+    for row in connection.execution_options(yield_per=AUDIT_STREAM_ROWS).execute(statement):
+        stored = event_from_row(row)
+        checked += 1
+        if walk is None or walk.user_id != stored.event.user_id:
+            walk = _ChainWalk(stored.event.user_id)
+        if walk.broken:
+            continue
+        problem = _first_problem(walk, stored)
+        if problem is not None:
+            walk.broken = True
+            if len(broken) < MAX_BROKEN_CHAINS_REPORTED:
+                broken[walk.user_id] = BrokenChain(walk.user_id, stored.event.seq, problem)
+            continue
+        walk.expected_seq += 1
+        walk.previous_hash = stored.hash
+    for head in _broken_heads(connection):
+        if head.user_id not in broken and len(broken) < MAX_BROKEN_CHAINS_REPORTED:
+            broken[head.user_id] = head
+    return ChainVerification(checked, tuple(broken[user] for user in sorted(broken)))
+
+
+def chain_violations(verification: ChainVerification) -> list[Violation]:
+    return [
+        Violation("audit_trail.chain_intact", f"user {chain.user_id}: {chain.problem}")
+        for chain in verification.broken
+    ]
+
+
+@dataclass(frozen=True)
+class ShardCheck:
+    violations: list[Violation]
+    transactions_checked: int
+    accounts_checked: int
+    chains: ChainVerification
+
+
+def check_shard(engine: Engine) -> ShardCheck:
+    """Every check in :data:`CHECKS` and the audit trail's chains on one shard, in one snapshot
+    (REPEATABLE READ on PostgreSQL, SQLite's transaction otherwise)."""
     with read_only(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection = connection.execution_options(isolation_level="REPEATABLE READ")
         with connection.begin():
             violations = [violation for check in CHECKS for violation in check(connection)]
             transactions, accounts = count_checked(connection)
-    return violations, transactions, accounts
+            chains = verify_audit_chains(connection)
+    return ShardCheck(violations + chain_violations(chains), transactions, accounts, chains)

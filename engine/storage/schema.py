@@ -423,3 +423,46 @@ points_exchange_days = Table(
     PrimaryKeyConstraint("user_id", "day", name="pk_points_exchange_days"),
     CheckConstraint("points >= 0", name="ck_points_exchange_days"),
 )
+
+# The audit trail (docs/security.md "Audit trail"): one row per acknowledged mutation, written in
+# the transaction of its effect, never updated or deleted (triggers refuse both). Rows chain per
+# user: ``seq`` from 1, ``prev_hash`` = the hash of the user's previous row (engine.domain.audit_events).
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("user_id", BigInteger, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+    Column("caller", String(128), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("merchant_id", String(64), nullable=False, server_default=""),
+    Column("rpc", String(48), nullable=False),
+    Column("idempotency_key", String(128), nullable=False),
+    Column("request_digest", String(64), nullable=False),
+    # "ok" for an acknowledged mutation; a risk rejection (later) is "rejected" with its reason.
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(64), nullable=False, server_default=""),
+    Column("order_id", String(128), nullable=False, server_default=""),
+    Column("charge_id", String(64), nullable=False, server_default=""),
+    Column("transaction_id", String(64), nullable=False, server_default=""),
+    Column("amount", BigInteger, nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    # One row per (user, seq): two transactions can never both append the same link.
+    PrimaryKeyConstraint("user_id", "seq", name="pk_audit_events"),
+    Index("ix_audit_events_user_at", "user_id", "at_us"),
+    Index("ix_audit_events_order", "order_id", "at_us"),
+    Index("ix_audit_events_charge", "charge_id", "at_us"),
+    Index("ix_audit_events_caller", "caller", "at_us"),
+)
+
+# The head of each user's audit chain: the last row's seq and hash. Locked (updated) by every
+# append of that user, so two engines appending for one user take turns and cannot fork it; one
+# row per user, so no row shared across users is touched per request.
+audit_chain_heads = Table(
+    "audit_chain_heads",
+    metadata,
+    Column("user_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)

@@ -207,6 +207,7 @@ VARIANTS = [
     ),
     rpc(A, "Adjust", lambda: admin_pb2.AdjustRequest(idempotency_key=key()), OPS),
     rpc(A, "Audit", lambda: admin_pb2.AuditRequest(), OPS, AUD),
+    rpc(A, "ListAuditEvents", lambda: admin_pb2.ListAuditEventsRequest(user_id=MATRIX_USER), OPS, AUD),
 ]
 
 #: Pairs that must not only pass the auth check but succeed outright.
@@ -218,6 +219,8 @@ MUST_SUCCEED = {
     ("ListTransactions", AUD),
     ("Audit", AUD),
     ("Audit", OPS),
+    ("ListAuditEvents", AUD),
+    ("ListAuditEvents", OPS),
 }
 AUTH_REASONS = {"ROLE_FORBIDDEN", "UNAUTHENTICATED"}
 
