@@ -46,6 +46,7 @@ __all__ = [
     "acting_caller",
     "bound_to_caller",
     "list_audit_events",
+    "mutation_event",
     "record_mutation",
 ]
 
@@ -105,8 +106,7 @@ def _amount(sources: tuple[object, ...]) -> int | None:
     return None
 
 
-def record_mutation(
-    connection: Connection,
+def mutation_event(
     user_id: int,
     now_us: int,
     operation: str,
@@ -114,11 +114,9 @@ def record_mutation(
     digest: str,
     command: Any,
     result: Any,
-) -> None:
-    """Append the acknowledged mutation's row to ``user_id``'s chain, in ``connection``'s
-    transaction (the effect's), so it commits or rolls back with the effect: who (the acting
-    caller), what (the operation, key and request digest), and the ids and amount it concerns,
-    from the command and its result."""
+) -> AuditEvent:
+    """The acknowledged mutation's row: who (the acting caller), what (the operation, key and
+    request digest), and the ids and amount it concerns, from the command and its result."""
     caller = acting_caller()
     spec = getattr(command, "spec", None)
     requested = (command, spec)
@@ -127,7 +125,7 @@ def record_mutation(
     created = (result, getattr(result, "transaction", None))
     concerned = (*requested, *created, getattr(result, "charge", None))
     merchant = _text(requested, "merchant_id") or (caller.merchant_id if caller is not None else "") or ""
-    event = AuditEvent(
+    return AuditEvent(
         user_id=user_id,
         at_us=now_us,
         caller=caller.name if caller is not None else ANONYMOUS_CALLER,
@@ -141,6 +139,21 @@ def record_mutation(
         transaction_id=_text(created, "refund_id") or _text(created, "transaction_id"),
         amount=_amount(requested),
     )
+
+
+def record_mutation(
+    connection: Connection,
+    user_id: int,
+    now_us: int,
+    operation: str,
+    key: str,
+    digest: str,
+    command: Any,
+    result: Any,
+) -> None:
+    """Append the acknowledged mutation's row (:func:`mutation_event`) to ``user_id``'s chain, in
+    ``connection``'s transaction (the effect's), so it commits or rolls back with the effect."""
+    event = mutation_event(user_id, now_us, operation, key, digest, command, result)
     append_audit_events(connection, [event])
 
 

@@ -45,9 +45,11 @@ from engine.domain.ledger import COINS_ISSUED, POINTS_ISSUED, Posting, Transacti
 from engine.domain.money import Asset
 from engine.domain.serialization import to_jsonable
 from engine.domain.time_units import expiry_after_days
+from engine.service.audit_trail import mutation_event
 from engine.service.context import EngineContext
 from engine.service.idempotent import key_reused
 from engine.service.issue import ISSUE_OPERATION, issue, validate_issue
+from engine.storage.audit_trail import append_audit_events
 from engine.storage.balances import credit_available_many, lock_points_balances
 from engine.storage.bulk import ensure_accounts, lock_points_debts, read_balance_wallets
 from engine.storage.idempotency import StoredKey, claim_keys, read_keys, store_responses
@@ -321,6 +323,22 @@ def _apply_fresh(
             "idempotency_key": [grant.command.idempotency_key for grant in fresh],
             "response": answers,
         },
+    )
+    # Each grant's audit row, in the chunk's transaction like a single Issue's (CONTRACT §3 Audit).
+    append_audit_events(
+        connection,
+        [
+            mutation_event(
+                grant.command.user_id,
+                now_us,
+                ISSUE_OPERATION,
+                grant.command.idempotency_key,
+                grant.digest,
+                grant.command,
+                record,
+            )
+            for grant, record in zip(fresh, records, strict=True)
+        ],
     )
     return [
         ItemOutcome(grant.index, transaction_id=record.transaction_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -29,7 +30,7 @@ from engine.service.issue import issue
 from engine.service.issue_batch import MAX_BATCH_ITEMS, BatchItem, ItemOutcome, issue_batch
 from engine.service.queries import get_wallet
 from engine.service.refund import refund
-from engine.storage.schema import ledger_entries
+from engine.storage.schema import audit_events, ledger_entries
 from tests.support.coupons import template
 from tests.support.instruments import assert_audit_ok, balance, count_transactions, lots
 
@@ -127,6 +128,27 @@ def test_replaying_a_batch_changes_nothing(engine_context: EngineContext) -> Non
     assert entry_count(engine_context) == entries
     assert all(balance(engine_context, user, "POINTS") == (100, 0) for user in range(8_000, 8_050))
     assert_audit_ok(engine_context)
+
+
+def test_each_applied_grant_has_one_audit_row_and_a_replay_adds_none(engine_context: EngineContext) -> None:
+    items: list[BatchItem] = [points(f"a-{user}", user, 10) for user in range(8_100, 8_140)]
+    items.append(IssueCommand("a-coins", 8_100, CoinsSpec(5, "campaign")))
+    first = issue_batch(engine_context, items, chunk_items=9)
+    again = issue_batch(engine_context, items, chunk_items=4)
+    assert all(outcome.error is None for outcome in first + again)
+    rows: list[Any] = []
+    for shard in engine_context.router.shards:
+        with shard.engine.connect() as connection:
+            rows += connection.execute(
+                select(audit_events).where(audit_events.c.idempotency_key.like("a-%"))
+            ).all()
+    by_key = {(row.user_id, row.idempotency_key): row for row in rows}
+    assert len(rows) == len(by_key) == len(items)
+    for item, outcome in zip(items, first, strict=True):
+        row = by_key[(item.user_id, item.idempotency_key)]
+        assert row.rpc == "Issue" and row.transaction_id == outcome.transaction_id
+        assert row.caller == "anonymous"
+    assert_audit_ok(engine_context)  # the chains verify, the batch's rows included
 
 
 def test_a_points_debt_is_paid_first_by_batch_grants(engine_context: EngineContext) -> None:
