@@ -44,3 +44,7 @@ def test_issue_requests_pick_their_role_by_kind() -> None:
         for request in examples:
             assert role_for("TransactionEngine.Issue", request) is role
             assert EngineRole(role.value) in rule.allowed(request)
+
+
+def test_the_client_knows_the_engine_roles() -> None:
+    assert {role.value for role in Role} == {role.value for role in EngineRole}
