@@ -15,7 +15,11 @@ Phases, each ending in ``Admin.Audit``:
    * ``half_load``: an open loop at half the plain phase's charge rate, requests on a fixed
      schedule and latency from the scheduled start (no coordinated omission): its p99;
 
-3. the plain phase again on the embedded SQLite default (``COFFER_SHARDS`` unset, under a
+3. ``mtls``: the plain phase again (``--mtls-duration``) on 2 fresh shard databases of the same
+   cluster, the engine started with ``COFFER_AUTH=mtls`` and certificates from
+   ``scripts/make_certs.py`` in a temporary directory; the harness sends each RPC with its role's
+   client certificate (``--credentials-dir``): what TLS and caller identities cost;
+4. the plain phase again on the embedded SQLite default (``COFFER_SHARDS`` unset, under a
    temporary directory).
 
 The load runs in ``--processes`` harness processes so the load generator is not the bottleneck;
@@ -45,7 +49,8 @@ from typing import Any
 from rich.console import Console
 
 from clients.loadtest.config import CASH_CHARGE_MIX, ECHO_MIX, MIXED_MIX, LoadConfig, parse_mix
-from clients.loadtest.local import CpuMeter, RssSampler, engine_process, postgres_cluster
+from clients.loadtest.credentials import Credentials
+from clients.loadtest.local import CpuMeter, RssSampler, engine_process, make_certificates, postgres_cluster
 from clients.loadtest.preload import count_entries, preload_shards
 from clients.loadtest.runner import REPORT_WIDTH, HarnessResult, run
 from tests.support.servers import PostgresServer, postgres_bin
@@ -70,6 +75,7 @@ OPTIONS: tuple[tuple[str, type, float, str], ...] = (
     ("--mixed-duration", float, 15.0, "seconds of the mixed mix"),
     ("--half-load-duration", float, 12.0, "seconds of the open loop"),
     ("--sqlite-duration", float, 12.0, "seconds of plain charges on SQLite"),
+    ("--mtls-duration", float, 12.0, "seconds of plain charges under COFFER_AUTH=mtls"),
     ("--concurrency", int, 64, "concurrent callers"),
     ("--processes", int, 2, "harness processes sharing the callers"),
     ("--users", int, 256, "users to seed per phase"),
@@ -143,6 +149,7 @@ class Bench:
         users: int | None = None,
         rate_per_s: float | None = None,
         hooks: Sequence[CpuMeter] = (),
+        credentials: Credentials | None = None,
     ) -> HarnessResult:
         self.console.rule(f"[bold]{name}[/bold]")
         config = LoadConfig(
@@ -154,6 +161,7 @@ class Bench:
             mix=parse_mix(mix),
             rate_per_s=rate_per_s,
             progress=self.console.is_terminal,
+            credentials=credentials or Credentials(),
         )
         result = run(
             config,
@@ -246,6 +254,7 @@ def run_bench(bench: Bench) -> None:
                 line["half_load_p99_ms"] = half.report.get("rpcs", {}).get("Charge", {}).get("p99_ms", 0.0)
                 line["half_load_rate_per_s"] = round(rate, 1)
             line["engine_rss_mb_max"] = round(rss.max_mb, 1)
+        run_mtls(bench, postgres)
     with tempfile.TemporaryDirectory(prefix="coffer-bench-sqlite-") as directory:
         with engine_process(None, bench.reports / "engine-bench-sqlite.log", cwd=Path(directory)) as engine:
             sqlite = bench.phase("sqlite", engine.target, CASH_CHARGE_MIX, args.sqlite_duration)
@@ -253,6 +262,32 @@ def run_bench(bench: Bench) -> None:
     line["ratio_vs_pgbench"] = _ratio(line["charge_rps"], line["pgbench_tps"])
     line["ratio_vs_echo"] = _ratio(line["charge_rps"], line["echo_rps"])
     line["mixed_ratio_vs_pgbench"] = _ratio(line["mixed_ops_rps"], line["pgbench_tps"])
+    line["mtls_ratio_vs_plain"] = _ratio(line["mtls_charge_rps"], line["charge_rps"])
+    line["mtls_ratio_vs_pgbench"] = _ratio(line["mtls_charge_rps"], line["pgbench_tps"])
+
+
+def run_mtls(bench: Bench, postgres: PostgresServer) -> None:
+    """The plain phase against an engine under ``COFFER_AUTH=mtls`` on fresh shards (as the
+    plain phase had), the harness holding one client certificate per role."""
+    args = bench.args
+    shards = [postgres.create_database(f"bench_mtls_shard{index}") for index in range(SHARDS)]
+    with tempfile.TemporaryDirectory(prefix="coffer-bench-certs-") as directory:
+        certificates = make_certificates(Path(directory))
+        with engine_process(
+            shards,
+            bench.reports / "engine-bench-mtls.log",
+            workers=args.workers,
+            threads=args.threads,
+            mtls_certificates=certificates,
+        ) as engine:
+            mtls = bench.phase(
+                "mtls",
+                engine.target,
+                CASH_CHARGE_MIX,
+                args.mtls_duration,
+                credentials=Credentials(directory=certificates),
+            )
+    bench.line["mtls_charge_rps"] = mtls.report.get("rpcs", {}).get("Charge", {}).get("ok_rps", 0.0)
 
 
 def run_scale(bench: Bench) -> None:
@@ -327,6 +362,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mixed_ops_rps": 0.0,
                 "mixed_ratio_vs_pgbench": 0.0,
                 "sqlite_charge_rps": 0.0,
+                "mtls_charge_rps": 0.0,
+                "mtls_ratio_vs_plain": 0.0,
+                "mtls_ratio_vs_pgbench": 0.0,
                 "half_load_p99_ms": 0.0,
                 "engine_cpu_us_per_charge": 0.0,
                 "client_cpu_us_per_call": 0.0,

@@ -11,13 +11,13 @@ reported every invariant intact; 1 otherwise; 2 for bad arguments.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from clients._transport import DEFAULT_TARGET
+from clients._cli import add_connection_options
 from clients.loadtest.config import DEFAULT_MIX, KINDS, PRESETS, LoadConfig, MixError, parse_mix
+from clients.loadtest.credentials import Credentials, till_merchant_of
 from clients.loadtest.runner import run
 
 
@@ -29,10 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=f"kinds for --mix:\n{kinds}\npresets: {', '.join(PRESETS)}",
     )
+    # --target, --timeout and the credentials: the same options as the admin and POS CLIs.
+    add_connection_options(parser, timeout_s=30.0)
     parser.add_argument(
-        "--target",
-        default=os.environ.get("COFFER_TARGET", DEFAULT_TARGET),
-        help=f"engine host:port (default $COFFER_TARGET or {DEFAULT_TARGET}, as for the POS)",
+        "--credentials-dir",
+        type=Path,
+        default=None,
+        help="per-role client certificates as `make certs` writes them (ca.pem, <role>.pem, <role>.key): "
+        "mutual TLS, each RPC with the role it needs (instead of --ca/--cert/--key-file/--token)",
+    )
+    parser.add_argument(
+        "--till-merchant",
+        default=None,
+        help="merchant the redemptions name (default: the one the pos certificate of --credentials-dir "
+        "is bound to; without it, any of --merchants)",
     )
     parser.add_argument("--users", type=int, default=200, help="users to seed (default 200)")
     parser.add_argument("--concurrency", type=int, default=16, help="worker threads (default 16)")
@@ -61,7 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--chart", type=Path, default=None, help="write the HTML latency chart here")
-    parser.add_argument("--timeout", type=float, default=30.0, help="deadline per attempt, s (default 30)")
     parser.add_argument("--attempts", type=int, default=5, help="attempts per call (default 5)")
     parser.add_argument("--seed", type=int, default=1, help="random seed of the workers")
     parser.add_argument(
@@ -78,7 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def credentials_from_args(args: argparse.Namespace) -> Credentials:
+    return Credentials(
+        ca=args.ca, cert=args.cert, key=args.key_file, token=args.token, directory=args.credentials_dir
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> LoadConfig:
+    credentials = credentials_from_args(args)
+    till = args.till_merchant
+    if till is None:
+        till = "" if credentials.directory is None else till_merchant_of(credentials.directory)
     return LoadConfig(
         target=args.target,
         users=args.users,
@@ -96,6 +115,8 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         strict=args.strict,
         progress=not args.no_progress,
         audit=not args.no_audit,
+        credentials=credentials,
+        till_merchant=till,
     )
 
 
@@ -104,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except (MixError, ValueError) as error:
+    except (MixError, ValueError, OSError) as error:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 2

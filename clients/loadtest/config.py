@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from clients.loadtest.credentials import Credentials
+
 #: Every kind of operation the harness knows, with what it does (``--mix`` names).
 KINDS: dict[str, str] = {
     "charge": "an immediate Charge mixing cash with points, coins, a gift card and a coupon at random",
@@ -112,6 +114,11 @@ class LoadConfig:
     #: together), latency measured from the scheduled start. None: closed loop, each caller
     #: starts its next operation when the last one ends.
     rate_per_s: float | None = None
+    #: TLS files / token, or a directory of per-role certificates (clients/loadtest/credentials.py).
+    credentials: Credentials = field(default_factory=Credentials)
+    #: The merchant the till's (``pos``) credential is bound to: redemptions name it. "": any of
+    #: the harness's merchants (an engine without roles).
+    till_merchant: str = ""
 
     def __post_init__(self) -> None:
         if not 1 <= self.users <= MAX_USERS:

@@ -9,11 +9,17 @@ Everything started here is stopped by the context managers, whatever happens in 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import grpc
+
+from clients.loadtest.credentials import CA_FILE
 
 if TYPE_CHECKING:
     from tests.support.engines import EngineProcess
@@ -24,6 +30,7 @@ __all__ = [
     "RssSampler",
     "cpu_tree_seconds",
     "engine_process",
+    "make_certificates",
     "postgres_cluster",
     "process_tree",
     "rss_mb",
@@ -57,6 +64,23 @@ def sqlite_shards(directory: Path, count: int = 2) -> list[str]:
     return [f"sqlite:///{directory.resolve()}/shard{index}.db" for index in range(count)]
 
 
+def make_certificates(directory: Path) -> Path:
+    """``scripts/make_certs.py --out directory`` (``make certs``): a CA, the server's certificate
+    and one client certificate per role; returns ``directory``."""
+    from tests.support.engines import REPOSITORY
+
+    directory.mkdir(parents=True, exist_ok=True)
+    script = REPOSITORY / "scripts" / "make_certs.py"
+    subprocess.run(
+        [sys.executable, str(script), "--out", str(directory)],
+        check=True,
+        capture_output=True,
+        cwd=REPOSITORY,
+        timeout=120,
+    )
+    return directory
+
+
 @contextmanager
 def engine_process(
     shard_urls: list[str] | None,
@@ -65,18 +89,39 @@ def engine_process(
     workers: int = 1,
     threads: int | None = None,
     cwd: Path | None = None,
+    mtls_certificates: Path | None = None,
 ) -> Iterator[EngineProcess]:
     """``python server.py`` on ``shard_urls``; None: with ``COFFER_SHARDS`` unset, i.e. on the
-    embedded SQLite default (``var/shard*.db`` under ``cwd``, engine/config.py)."""
-    from tests.support.engines import REPOSITORY, EngineProcess
+    embedded SQLite default (``var/shard*.db`` under ``cwd``, engine/config.py).
+
+    With ``mtls_certificates`` (a :func:`make_certificates` directory) the engine runs with
+    ``COFFER_AUTH=mtls``: its port demands a client certificate, so the health wait goes to the
+    probe port (``COFFER_PROBE_LISTEN``, TLS without one)."""
+    from tests.support.engines import REPOSITORY, EngineProcess, wait_serving
+    from tests.support.servers import free_port
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
     environment = {"COFFER_SHARDS": "" if shard_urls is None else ",".join(shard_urls)}
     environment["COFFER_WORKERS"] = str(workers)
     if threads is not None:
         environment["COFFER_WORKER_THREADS"] = environment["COFFER_POOL_SIZE"] = str(threads)
-    engine = EngineProcess(environment, log_path=log_path.resolve(), cwd=cwd or REPOSITORY)
+    probe_port = 0
+    if mtls_certificates is not None:
+        probe_port = free_port()
+        environment |= {
+            "COFFER_AUTH": "mtls",
+            "COFFER_TLS_CERT": str(mtls_certificates / "server.pem"),
+            "COFFER_TLS_KEY": str(mtls_certificates / "server.key"),
+            "COFFER_TLS_CLIENT_CA": str(mtls_certificates / CA_FILE),
+            "COFFER_PROBE_LISTEN": f"127.0.0.1:{probe_port}",
+        }
+    engine = EngineProcess(
+        environment, log_path=log_path.resolve(), cwd=cwd or REPOSITORY, wait=mtls_certificates is None
+    )
     try:
+        if mtls_certificates is not None:
+            ca = grpc.ssl_channel_credentials((mtls_certificates / CA_FILE).read_bytes())
+            wait_serving(f"localhost:{probe_port}", credentials=ca)
         yield engine
     finally:
         if engine.process.poll() is None:

@@ -38,9 +38,10 @@ from rich.table import Table
 from clients.errors import CofferError
 from clients.loadtest import chart
 from clients.loadtest.config import KINDS, LoadConfig, format_mix
+from clients.loadtest.credentials import open_client
 from clients.loadtest.stats import TOLERATED_REASONS, Recorder, RecorderState
 from clients.loadtest.workload import World
-from clients.order_client import OrderClient, RetryPolicy
+from clients.order_client import RetryPolicy
 
 __all__ = ["REPORT_WIDTH", "DriveHook", "HarnessResult", "run"]
 
@@ -166,8 +167,9 @@ def _run_part(config: LoadConfig, part: int, console: Console, gate: _Gate) -> P
     recorder = Recorder()
     seed_recorder = Recorder()
     with (
-        OrderClient(
+        open_client(
             config.target,
+            config.credentials,
             timeout=config.timeout_s,
             retry=_retry_policy(config),
             on_retry=recorder.on_retry,
@@ -470,8 +472,8 @@ def _progress(
 def _audit(config: LoadConfig, console: Console) -> dict[str, Any]:
     console.print("running Admin.Audit (CONTRACT §8) ...")
     try:
-        with OrderClient(
-            config.target, timeout=config.audit_timeout_s, retry=_retry_policy(config)
+        with open_client(
+            config.target, config.credentials, timeout=config.audit_timeout_s, retry=_retry_policy(config)
         ) as client:
             report = client.audit(timeout=config.audit_timeout_s)
     except CofferError as error:

@@ -169,6 +169,10 @@ class World:
     def merchant(self, rng: random.Random) -> str:
         return f"lt-m{rng.randrange(self.config.merchants)}"
 
+    def till(self, rng: random.Random) -> str:
+        """The merchant of a till redemption: the one the till's credential is bound to, if any."""
+        return self.config.till_merchant or self.merchant(rng)
+
     def order_id(self) -> str:
         return f"lt-{self.run_id}-o{next(self._sequence)}"
 
@@ -200,19 +204,20 @@ class World:
             wanted |= {"coupons", "gift_cards"}
         first = self.users[0]
         probe_id = f"ch_lt{self.run_id}probe"
+        probe_till = self.config.till_merchant or "lt-m0"
         probes: dict[str, tuple[str, Callable[[], Any]]] = {
             "capture": ("Capture", lambda: self.client.capture(probe_id, idempotency_key=self.key("probe"))),
             "void": ("Void", lambda: self.client.void(probe_id, idempotency_key=self.key("probe"))),
             "gift_card_redeem": (
                 "Redeem",
                 lambda: self.client.redeem_gift_card(
-                    "LT-PROBE", 1, "lt-m0", idempotency_key=self.key("probe")
+                    "LT-PROBE", 1, probe_till, idempotency_key=self.key("probe")
                 ),
             ),
             "coupon_redeem": (
                 "Redeem",
                 lambda: self.client.redeem_coupon_code(
-                    "LT-PROBE", 100, "lt-m0", idempotency_key=self.key("probe")
+                    "LT-PROBE", 100, probe_till, idempotency_key=self.key("probe")
                 ),
             ),
             "points_exchange": (
@@ -529,7 +534,7 @@ class World:
         answer = self.recorder.call(
             "Redeem",
             lambda: self.client.redeem_gift_card(
-                user.gift_card, amount, self.merchant(rng), idempotency_key=self.key("gcr")
+                user.gift_card, amount, self.till(rng), idempotency_key=self.key("gcr")
             ),
             expected={"INSUFFICIENT_FUNDS", "GIFT_CARD_INACTIVE"},
         )
@@ -614,7 +619,7 @@ class World:
             lambda: self.client.redeem_coupon_code(
                 coupon.code,
                 rng.randint(COUPON_MIN_ORDER, CHARGE_MAX),
-                self.merchant(rng),
+                self.till(rng),
                 idempotency_key=self.key("cpr"),
             ),
         )
