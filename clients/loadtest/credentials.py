@@ -81,6 +81,7 @@ RPC_ROLES: Mapping[str, Role] = MappingProxyType(
         "Admin.UnfreezeCoupon": Role.OPS,
         "Admin.Adjust": Role.OPS,
         "Admin.Audit": Role.OPS,
+        "Admin.ListAuditEvents": Role.OPS,
     }
 )
 #: The kind of a gift-card Issue paid through a payment channel (a purchase, the callback's).
