@@ -50,7 +50,12 @@ def gift_card_short(code: str, needed: int) -> CofferError:
         f"gift card {code} does not hold {needed}",
         # ``instrument`` tells a caller the card fell short, not the cash balance (``asset`` stays
         # CASH: the value a card holds is cash).
-        metadata={"asset": Asset.CASH.value, "instrument": "GIFT_CARD", "code": code, "needed": str(needed)},
+        metadata={
+            "asset": Asset.CASH.value,
+            "instrument": LegKind.GIFT_CARD.value,
+            "code": code,
+            "needed": str(needed),
+        },
     )
 
 
