@@ -141,9 +141,19 @@ def mutation_event(
     )
 
 
-def record_mutation(connection: Connection, event: AuditEvent) -> None:
-    """Append the acknowledged mutation's row (:func:`mutation_event`) to its user's chain, in
+def record_mutation(
+    connection: Connection,
+    user_id: int,
+    now_us: int,
+    operation: str,
+    key: str,
+    digest: str,
+    command: Any,
+    result: Any,
+) -> None:
+    """Append the acknowledged mutation's row (:func:`mutation_event`) to ``user_id``'s chain, in
     ``connection``'s transaction (the effect's), so it commits or rolls back with the effect."""
+    event = mutation_event(user_id, now_us, operation, key, digest, command, result)
     append_audit_events(connection, [event])
 
 

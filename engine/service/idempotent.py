@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 
 from engine.domain.errors import CofferError, Reason
 from engine.domain.serialization import dumps, loads, payload_digest
-from engine.service.audit_trail import mutation_event, record_mutation
+from engine.service.audit_trail import record_mutation
 from engine.service.context import EngineContext
 from engine.storage.idempotency import claim_key, store_response
 from engine.storage.router import Shard
@@ -83,7 +83,7 @@ def execute_idempotent(
         stored_form = dataclasses.replace(result, replayed=False)  # type: ignore[type-var]
         store_response(connection, user_id=user_id, key=key, response=dumps(stored_form))
         # The audit row, in the effect's transaction (docs/security.md "Audit trail").
-        record_mutation(connection, mutation_event(user_id, now_us, operation, key, digest, command, result))
+        record_mutation(connection, user_id, now_us, operation, key, digest, command, result)
         return result
 
     batch = joined_batch(shard.engine)
