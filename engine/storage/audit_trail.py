@@ -1,24 +1,39 @@
 """The audit trail's statements: append events to their users' chains, read them back a page at a
 time. There is deliberately no update or delete here (and triggers refuse both; revision 0002).
 
-Appending locks the user's chain head (``audit_chain_heads``) with an ``UPDATE ... RETURNING``,
-which on PostgreSQL re-reads the newest committed head after waiting for its lock, so two engines
-appending for one user take turns; ``(user_id, seq)`` is the primary key, so a fork is impossible
-even if that were ever bypassed. SQLite serializes writers on its file lock.
+Appending locks the users' chain heads (``audit_chain_heads``) with one ``SELECT ... FOR UPDATE``
+in user order, which on PostgreSQL re-reads the newest committed head after waiting for its lock,
+so two engines appending for one user take turns; ``(user_id, seq)`` is the primary key, so a
+fork is impossible even if that were ever bypassed. SQLite serializes writers on its file lock.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, select, tuple_, update
+from sqlalchemy import Connection, Row, and_, bindparam, select, text, tuple_, update
 
-from engine.domain.audit_events import GENESIS_HASH, AuditEvent, AuditOutcome, event_hash
+from engine.domain.audit_events import (
+    AUDIT_EVENT_FIELDS,
+    GENESIS_HASH,
+    AuditEvent,
+    AuditOutcome,
+    content_hash,
+    event_content,
+)
 from engine.domain.errors import require
-from engine.storage.dialect import insert_or_ignore
+from engine.storage.bulk import (
+    insert_rows,
+    is_postgresql,
+    pg_arrays,
+    unnest_select,
+    user_in_dialect,
+    users_parameter,
+)
 from engine.storage.schema import audit_chain_heads, audit_events
 
 __all__ = [
@@ -62,53 +77,105 @@ class AuditCursor:
     seq: int
 
 
-def _lock_head(connection: Connection, user_id: int) -> tuple[int, str]:
-    """The user's chain head (last seq, last hash), locked until the transaction ends; the seq is
-    already advanced by one (the caller writes that row). Creates the head on first use."""
-    advance = (
-        update(audit_chain_heads)
-        .where(audit_chain_heads.c.user_id == user_id)
-        .values(seq=audit_chain_heads.c.seq + 1)
-        .returning(audit_chain_heads.c.seq, audit_chain_heads.c.hash)
+@functools.cache
+def _heads_for_update_statement(dialect_name: str) -> Any:
+    """Built once per dialect: the chain heads of a set of users, locked in user order."""
+    return (
+        select(audit_chain_heads.c.user_id, audit_chain_heads.c.seq, audit_chain_heads.c.hash)
+        .where(user_in_dialect(dialect_name, audit_chain_heads.c.user_id, "p_users"))
+        .order_by(audit_chain_heads.c.user_id)
+        .with_for_update()
     )
-    for _ in range(2):  # the second pass finds the head the first created (or a rival did)
-        row = connection.execute(advance).first()
-        if row is not None:
-            return int(row.seq), str(row.hash)
-        insert_or_ignore(connection, audit_chain_heads, {"user_id": user_id, "seq": 0, "hash": GENESIS_HASH})
-    raise AssertionError("the chain head exists after it was inserted")  # pragma: no cover
+
+
+@functools.cache
+def _advance_heads_statement(dialect_name: str) -> Any:
+    """Built once per dialect: move each head to its chain's new last row (seq and hash)."""
+    if dialect_name == "postgresql":
+        rows = unnest_select(audit_chain_heads, ("user_id", "seq", "hash"))
+        return text(
+            f"UPDATE audit_chain_heads AS h SET seq = rows.seq, hash = rows.hash FROM ({rows}) AS rows "
+            "WHERE h.user_id = rows.user_id"
+        )
+    return (
+        update(audit_chain_heads)
+        .where(audit_chain_heads.c.user_id == bindparam("p_user_id"))
+        .values(seq=bindparam("p_seq"), hash=bindparam("p_hash"))
+    )
+
+
+def _read_heads_for_update(connection: Connection, user_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """The heads (last seq, last hash) of those of ``user_ids`` (ascending) that have one. On
+    PostgreSQL a head another transaction holds is waited for, then read as it was committed
+    (READ COMMITTED re-reads a row it had to wait for)."""
+    rows = connection.execute(
+        _heads_for_update_statement(connection.dialect.name),
+        {"p_users": users_parameter(connection, user_ids)},
+    )
+    return {int(row.user_id): (int(row.seq), str(row.hash)) for row in rows}
+
+
+def _lock_heads(connection: Connection, user_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+    """The chain heads of ``user_ids`` (ascending), locked until the transaction ends; the heads
+    missing are created first (seq 0, the genesis hash). One statement when every head exists."""
+    heads = _read_heads_for_update(connection, user_ids)
+    missing = [user_id for user_id in user_ids if user_id not in heads]
+    if missing:
+        # ON CONFLICT DO NOTHING: a rival transaction may create the same head; ours then waits
+        # for it and the second read finds the head as the rival left it.
+        insert_rows(
+            connection,
+            audit_chain_heads,
+            {"user_id": missing, "seq": [0] * len(missing), "hash": [GENESIS_HASH] * len(missing)},
+            ignore_conflicts=True,
+        )
+        heads.update(_read_heads_for_update(connection, missing))
+    absent = [user_id for user_id in user_ids if user_id not in heads]
+    require(not absent, f"audit chain heads missing after they were inserted: {absent[:5]}")
+    return heads
+
+
+def _advance_heads(connection: Connection, heads: dict[int, tuple[int, str]]) -> None:
+    users = sorted(heads)
+    if is_postgresql(connection):
+        connection.execute(
+            _advance_heads_statement("postgresql"),
+            pg_arrays(
+                {
+                    "user_id": users,
+                    "seq": [heads[user][0] for user in users],
+                    "hash": [heads[user][1] for user in users],
+                }
+            ),
+        )
+        return
+    connection.execute(
+        _advance_heads_statement(connection.dialect.name),
+        [{"p_user_id": user, "p_seq": heads[user][0], "p_hash": heads[user][1]} for user in users],
+    )
 
 
 def append_audit_events(connection: Connection, events: Sequence[AuditEvent]) -> None:
-    """Append ``events`` (in order per user) to their users' chains, users in ascending order so
-    two transactions lock the heads in one order and cannot deadlock on them."""
+    """Append ``events`` (in order per user) to their users' chains: the heads locked in
+    ascending user order (so two transactions cannot deadlock on them), the rows written and the
+    heads advanced with one statement each, whatever the number of events."""
     require(len(events) <= MAX_EVENTS_PER_APPEND, "too many audit events in one append")
-    by_user: dict[int, list[AuditEvent]] = {}
+    if not events:
+        return
+    users = sorted({event.user_id for event in events})
+    heads = _lock_heads(connection, users)
+    rows: dict[str, list[Any]] = {name: [] for name in (*AUDIT_EVENT_FIELDS, "hash")}
     for event in events:
-        by_user.setdefault(event.user_id, []).append(event)
-    rows: list[dict[str, Any]] = []
-    for user_id in sorted(by_user):
-        pending = by_user[user_id]
-        seq, previous = _lock_head(connection, user_id)
-        seq -= 1  # _lock_head advanced it by one; this append advances it by len(pending)
-        for event in pending:
-            seq += 1
-            chained = dataclasses.replace(event, seq=seq, prev_hash=previous)
-            previous = event_hash(chained)
-            rows.append({**_columns(chained), "hash": previous})
-        connection.execute(
-            update(audit_chain_heads)
-            .where(audit_chain_heads.c.user_id == user_id)
-            .values(seq=seq, hash=previous)
-        )
-    if rows:
-        connection.execute(audit_events.insert(), rows)
-
-
-def _columns(event: AuditEvent) -> dict[str, Any]:
-    values = dataclasses.asdict(event)
-    values["outcome"] = event.outcome.value
-    return values
+        seq, previous = heads[event.user_id]
+        chained = dataclasses.replace(event, seq=seq + 1, prev_hash=previous)
+        content = event_content(chained)
+        digest = content_hash(content)
+        for name, value in content.items():
+            rows[name].append(value)
+        rows["hash"].append(digest)
+        heads[event.user_id] = (seq + 1, digest)
+    insert_rows(connection, audit_events, rows)
+    _advance_heads(connection, heads)
 
 
 def event_from_row(row: Row[Any]) -> StoredAuditEvent:

@@ -52,6 +52,7 @@ __all__ = [
     "row_count",
     "unnest_select",
     "user_in",
+    "user_in_dialect",
     "users_parameter",
 ]
 
@@ -147,7 +148,12 @@ def insert_rows(
 def user_in(connection: Connection, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
     """``column`` is one of the user ids bound as ``name``: one array parameter on PostgreSQL, an
     expanding ``IN`` on SQLite."""
-    if is_postgresql(connection):
+    return user_in_dialect(connection.dialect.name, column, name)
+
+
+def user_in_dialect(dialect_name: str, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:
+    """:func:`user_in` for a statement built once per dialect (``dialect_name``)."""
+    if dialect_name == "postgresql":
         # IN (SELECT unnest(...)): the array is parsed once; ``= ANY(CAST(:p ...))`` would parse
         # it again for every row scanned (the cast of a parameter is not folded into a constant).
         users = func.unnest(cast(bindparam(name, type_=String), postgresql.ARRAY(BigInteger)))
