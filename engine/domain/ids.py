@@ -10,14 +10,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import threading
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: Crockford's check symbols: the 32 symbols then five extra ones for values 32..36.
 CHECK_ALPHABET = ALPHABET + "*~$=U"
 _DECODE = {symbol: value for value, symbol in enumerate(ALPHABET)}
 _DECODE.update({"O": 0, "I": 1, "L": 1})
+_CHECK_CONFUSABLES = {"O": "0", "I": "1", "L": "1"}
 
 #: Two base32 symbols hold the virtual shard, so at most 1024 virtual shards.
 MAX_VIRTUAL_SHARDS = 1024
@@ -43,11 +46,41 @@ def _decode(text: str) -> int:
     return value
 
 
+#: Random bytes fetched from the OS at once per thread: one ``os.urandom`` system call per id cost
+#: more than the rest of the id (a campaign chunk makes thousands of ids).
+_RANDOM_POOL_BYTES = 4096
+_RANDOM_ID_BYTES = 7  # 56 bits, of which the id keeps 50
+_pool = threading.local()
+
+
+def _forget_pool_after_fork() -> None:
+    # A forked child must never hand out the bytes its parent's pool still holds: two processes
+    # would mint the same ids.
+    global _pool
+    _pool = threading.local()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _random_id_bits() -> int:
+    """50 random bits from the OS's CSPRNG, through this thread's pool of random bytes."""
+    buffer: bytes = getattr(_pool, "buffer", b"")
+    offset: int = getattr(_pool, "offset", 0)
+    if offset + _RANDOM_ID_BYTES > len(buffer):
+        buffer, offset = os.urandom(_RANDOM_POOL_BYTES), 0
+        _pool.buffer = buffer
+    _pool.offset = offset + _RANDOM_ID_BYTES
+    return int.from_bytes(buffer[offset : offset + _RANDOM_ID_BYTES], "big") >> (
+        8 * _RANDOM_ID_BYTES - 5 * _RANDOM_SYMBOLS
+    )
+
+
 def new_id(prefix: str, virtual_shard: int, now_ms: int) -> str:
     """A fresh id for ``prefix`` (e.g. ``ch``) on ``virtual_shard``."""
     shard = _encode(virtual_shard, _SHARD_SYMBOLS)
     time_part = _encode(now_ms, _TIME_SYMBOLS)
-    random_part = _encode(secrets.randbits(5 * _RANDOM_SYMBOLS), _RANDOM_SYMBOLS)
+    random_part = _encode(_random_id_bits(), _RANDOM_SYMBOLS)
     return f"{prefix}_{shard}{time_part}{random_part}".lower()
 
 
@@ -93,6 +126,9 @@ def normalize_code(code: str) -> str | None:
     if any(symbol not in _DECODE for symbol in body):
         return None
     value = _decode(body)
+    # The check symbol reads confusables like the body does (Crockford): a check of 0 or 1 typed
+    # as O or I/L is the same code.
+    check = _CHECK_CONFUSABLES.get(check, check)
     if check != _check_symbol(value):
         return None
     canonical = _encode(value, len(body)) + check

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import types
@@ -16,10 +17,22 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The field names of dataclass ``cls`` (``None`` for any other type), looked up once per
+    type: every stored answer and payload digest walks a tree of dataclasses."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(item.name for item in dataclasses.fields(cls))
+
+
 def to_jsonable(value: Any) -> Any:
     """Dataclasses become dicts, tuples lists, enums their values; primitives stay."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {item.name: to_jsonable(getattr(value, item.name)) for item in dataclasses.fields(value)}
+    if isinstance(value, (str, int, float, bool)) and not isinstance(value, enum.Enum):
+        return value
+    names = None if isinstance(value, type) else _field_names(type(value))
+    if names is not None:
+        return {name: to_jsonable(getattr(value, name)) for name in names}
     if isinstance(value, (tuple, list)):
         return [to_jsonable(element) for element in value]
     if isinstance(value, enum.Enum):
