@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import hashlib
 import json
 import types
@@ -17,13 +16,19 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-@functools.cache
+#: Each dataclass's field names, looked up once per type: every stored answer and payload digest
+#: walks a tree of dataclasses, and ``dataclasses.fields`` is slow. ``None``: not a dataclass.
+_FIELD_NAMES: dict[type, tuple[str, ...] | None] = {}
+
+
 def _field_names(cls: type) -> tuple[str, ...] | None:
-    """The field names of dataclass ``cls`` (``None`` for any other type), looked up once per
-    type: every stored answer and payload digest walks a tree of dataclasses."""
-    if not dataclasses.is_dataclass(cls):
-        return None
-    return tuple(item.name for item in dataclasses.fields(cls))
+    try:
+        return _FIELD_NAMES[cls]
+    except KeyError:
+        is_dataclass = dataclasses.is_dataclass(cls)
+        names = tuple(item.name for item in dataclasses.fields(cls)) if is_dataclass else None
+        _FIELD_NAMES[cls] = names
+        return names
 
 
 def to_jsonable(value: Any) -> Any:

@@ -19,8 +19,6 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection
-
 from engine.domain.audit_events import ANONYMOUS_CALLER, NO_ROLE, AuditEvent
 from engine.domain.errors import invalid_argument
 from engine.domain.validation import require_user_id
@@ -30,7 +28,6 @@ from engine.storage.audit_trail import (
     AuditCursor,
     AuditFilter,
     StoredAuditEvent,
-    append_audit_events,
     read_audit_events,
 )
 from engine.storage.database import read_only
@@ -47,7 +44,6 @@ __all__ = [
     "bound_to_caller",
     "list_audit_events",
     "mutation_event",
-    "record_mutation",
 ]
 
 T = TypeVar("T")
@@ -139,22 +135,6 @@ def mutation_event(
         transaction_id=_text(created, "refund_id") or _text(created, "transaction_id"),
         amount=_amount(requested),
     )
-
-
-def record_mutation(
-    connection: Connection,
-    user_id: int,
-    now_us: int,
-    operation: str,
-    key: str,
-    digest: str,
-    command: Any,
-    result: Any,
-) -> None:
-    """Append the acknowledged mutation's row (:func:`mutation_event`) to ``user_id``'s chain, in
-    ``connection``'s transaction (the effect's), so it commits or rolls back with the effect."""
-    event = mutation_event(user_id, now_us, operation, key, digest, command, result)
-    append_audit_events(connection, [event])
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from sqlalchemy import Connection
 
 from engine.domain.errors import CofferError, Reason, require
 from engine.service.context import EngineContext
+from engine.storage.outcomes import write_outcomes
 from engine.storage.router import Shard, ShardRouter
 from engine.storage.unit_of_work import BatchTransaction
 
@@ -189,7 +190,7 @@ class ShardWriter(Generic[Token]):
         returns every request has its outcome and every effect it reports has committed."""
         ordered = batch_order(batch)
         try:
-            with BatchTransaction(self.shard.engine, self._held_connection()) as transaction:
+            with BatchTransaction(self.shard.engine, self._held_connection(), write_outcomes) as transaction:
                 for request in ordered:
                     kept = transaction.savepoints_kept
                     try:

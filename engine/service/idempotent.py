@@ -15,11 +15,18 @@ from sqlalchemy import Connection
 
 from engine.domain.errors import CofferError, Reason
 from engine.domain.serialization import dumps, loads, payload_digest
-from engine.service.audit_trail import record_mutation
+from engine.service.audit_trail import mutation_event
 from engine.service.context import EngineContext
-from engine.storage.idempotency import claim_key, store_response
+from engine.storage.idempotency import claim_key
+from engine.storage.outcomes import write_outcomes
 from engine.storage.router import Shard
-from engine.storage.unit_of_work import UnitOfWork, joined_batch, run_transaction
+from engine.storage.unit_of_work import (
+    BatchTransaction,
+    RequestOutcome,
+    UnitOfWork,
+    joined_batch,
+    run_transaction,
+)
 
 
 class Replayable(Protocol):
@@ -58,7 +65,7 @@ def execute_idempotent(
     """
     digest = payload_digest(operation, command)
 
-    def apply(connection: Connection, now_us: int) -> R:
+    def apply(connection: Connection, now_us: int, batch: BatchTransaction | None) -> R:
         user_id = owner if isinstance(owner, int) else owner(connection)
         stored = claim_key(
             connection,
@@ -71,30 +78,43 @@ def execute_idempotent(
         if stored is not None:
             if stored.request_digest != digest:
                 raise key_reused(key)
-            if stored.response is None:
+            response = stored.response
+            if response is None and batch is not None:
+                # Claimed earlier in this very batch: its answer is written at the batch's COMMIT.
+                response = batch.pending_response(user_id, key)
+            if response is None:
                 raise CofferError(
                     Reason.IDEMPOTENCY_KEY_IN_USE,
                     "another request with this idempotency key is in flight",
                     metadata={"idempotency_key": key},
                 )
-            original = loads(result_type, stored.response)
+            original = loads(result_type, response)
             return dataclasses.replace(original, replayed=True)  # type: ignore[type-var]
         result = effect(connection, now_us)
         stored_form = dataclasses.replace(result, replayed=False)  # type: ignore[type-var]
-        store_response(connection, user_id=user_id, key=key, response=dumps(stored_form))
-        # The audit row, in the effect's transaction (docs/security.md "Audit trail").
-        record_mutation(connection, user_id, now_us, operation, key, digest, command, result)
+        # The stored answer and the audit row (docs/security.md "Audit trail"), both in the
+        # effect's transaction: now, or with the batch's others right before its COMMIT.
+        outcome = RequestOutcome(
+            user_id=user_id,
+            idempotency_key=key,
+            response=dumps(stored_form),
+            audit_event=mutation_event(user_id, now_us, operation, key, digest, command, result),
+        )
+        if batch is not None:
+            batch.defer(outcome)
+        else:
+            write_outcomes(connection, [outcome])
         return result
 
     batch = joined_batch(shard.engine)
     if batch is not None:
         # Inside a group-commit batch: the writer commits (or reruns) the whole batch.
         with batch.savepoint() as connection:
-            return apply(connection, context.now_us())
+            return apply(connection, context.now_us(), batch)
 
     def attempt() -> R:
         with UnitOfWork(shard.engine) as unit:
-            result = apply(unit.connection, context.now_us())
+            result = apply(unit.connection, context.now_us(), None)
             unit.commit()
             return result
 

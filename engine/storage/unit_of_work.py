@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from engine.domain.audit_events import AuditEvent
 from engine.domain.errors import CofferError, Reason
 
 T = TypeVar("T")
@@ -34,7 +36,9 @@ _CONNECTION_SQLSTATE_PREFIXES = ("08", "57P")
 
 __all__ = [
     "BatchTransaction",
+    "RequestOutcome",
     "UnitOfWork",
+    "WriteOutcomes",
     "is_lock_timeout",
     "is_transient",
     "is_unavailable",
@@ -158,19 +162,41 @@ _REQUEST_SAVEPOINT = "coffer_request"
 _ambient = threading.local()
 
 
+@dataclass(frozen=True)
+class RequestOutcome:
+    """What an acknowledged mutation writes last: ``response`` stored on its key, and its audit
+    row (engine.storage.outcomes writes both)."""
+
+    user_id: int
+    idempotency_key: str
+    response: str
+    audit_event: AuditEvent
+
+
+#: Writes a transaction's outcomes (engine.storage.outcomes.write_outcomes).
+WriteOutcomes = Callable[[Connection, Sequence[RequestOutcome]], None]
+
+
 class BatchTransaction(_Transaction):
     """The one transaction a group-commit writer runs a batch in, on its held connection.
 
     While it is open (``with``), :func:`joined_batch` gives it to the calling thread, so a use
     case's unit of work joins it (inside :meth:`savepoint`) instead of opening its own. Rolls
-    back unless :meth:`commit` was called."""
+    back unless :meth:`commit` was called.
 
-    def __init__(self, engine: Engine, connection: Connection) -> None:
+    The requests' outcomes (stored answers and audit rows) are collected with :meth:`defer` and
+    written by :meth:`commit` with ``write_outcomes`` right before COMMIT: one statement per
+    table for the whole batch. A request refused in its savepoint takes its outcome with it."""
+
+    def __init__(self, engine: Engine, connection: Connection, write_outcomes: WriteOutcomes) -> None:
         self.engine = engine
         self.connection = connection
+        self._write_outcomes = write_outcomes
         #: Savepoints whose work was kept: a refusal raised after one of them was kept (outside
         #: any savepoint) cannot be undone on its own, so the writer reruns the batch instead.
         self.savepoints_kept = 0
+        self._outcomes: list[RequestOutcome] = []
+        self._responses: dict[tuple[int, str], str] = {}
 
     def __enter__(self) -> BatchTransaction:
         self._begin(self.connection)
@@ -180,16 +206,34 @@ class BatchTransaction(_Transaction):
     def _leave(self) -> None:
         _ambient.batch = None
 
+    def defer(self, outcome: RequestOutcome) -> None:
+        """Write ``outcome`` with the batch's others at COMMIT (inside a savepoint only)."""
+        self._outcomes.append(outcome)
+        self._responses[(outcome.user_id, outcome.idempotency_key)] = outcome.response
+
+    def pending_response(self, user_id: int, key: str) -> str | None:
+        """The answer an earlier request of this batch gave on ``key``, not stored yet: a retry
+        arriving in the same batch as its original replays it."""
+        return self._responses.get((user_id, key))
+
+    def commit(self) -> None:
+        self._write_outcomes(self.connection, self._outcomes)
+        super().commit()
+
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[Connection]:
         """One request's share of the batch: a refusal (:class:`CofferError`) undoes exactly
-        this request's statements and leaves the batch open for its neighbours. Any other
-        exception leaves the transaction as it is: the writer rolls it back and reruns it."""
+        this request's statements and outcome and leaves the batch open for its neighbours. Any
+        other exception leaves the transaction as it is: the writer rolls it back and reruns it."""
         self.connection.exec_driver_sql(f"SAVEPOINT {_REQUEST_SAVEPOINT}")
+        deferred = len(self._outcomes)
         try:
             yield self.connection
         except CofferError:
             self.connection.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {_REQUEST_SAVEPOINT}")
+            for outcome in self._outcomes[deferred:]:
+                del self._responses[(outcome.user_id, outcome.idempotency_key)]
+            del self._outcomes[deferred:]
             raise
         self.savepoints_kept += 1
 

@@ -113,6 +113,44 @@ def test_one_batch_gives_each_request_its_own_answer(engine_context: EngineConte
     assert audit(context).ok
 
 
+def test_a_retry_in_the_same_batch_as_its_original_replays_it(engine_context: EngineContext) -> None:
+    """The answers and audit rows of a batch are written together just before its COMMIT, so a
+    retry that lands in the same batch as its original must still replay it — and a refused
+    request must leave neither answer nor audit row behind for its retry to find."""
+    context = engine_context
+    _top_up(context, GOOD, 1_000)
+    _top_up(context, POOR, 100)
+    batch = [
+        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh", "m", "", 300)),
+        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh", "m", "", 300)),
+        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh-2", "m", "", 300)),
+        _pending(context, ChargeCommand("too-much", POOR, "o-poor", "m", "", 500)),
+        _pending(context, ChargeCommand("too-much", POOR, "o-poor", "m", "", 60)),
+    ]
+    writer = _run(context, batch)
+    assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
+    assert [_outcome(request) for request in batch] == [
+        "ok",
+        "replayed",
+        Reason.IDEMPOTENCY_KEY_REUSED.label,
+        Reason.INSUFFICIENT_FUNDS.label,
+        "ok",  # the refusal rolled its key back, so the same key with a payload that fits applies
+    ]
+    first, retry = batch[0].result, batch[1].result
+    assert isinstance(first, ChargeResult) and isinstance(retry, ChargeResult)
+    assert (retry.charge_id, retry.transaction_id) == (first.charge_id, first.transaction_id)
+    assert available(get_wallet(context, GOOD)) == 700
+    assert available(get_wallet(context, POOR)) == 40
+    later = charge(context, ChargeCommand("fresh", GOOD, "o-fresh", "m", "", 300))
+    assert later.replayed and later.charge_id == first.charge_id  # the stored answer committed
+    with context.router.for_user(GOOD).engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT user_id, idempotency_key FROM audit_events WHERE rpc = 'Charge' ORDER BY user_id")
+        ).all()
+    assert [tuple(row) for row in rows] == [(GOOD, "fresh"), (POOR, "too-much")]
+    assert audit(context).ok
+
+
 def test_an_unexpected_failure_reruns_the_batch_one_by_one(engine_context: EngineContext) -> None:
     context = engine_context
     _top_up(context, GOOD, 1_000)
