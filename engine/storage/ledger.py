@@ -11,9 +11,19 @@ from engine.domain.ledger import Entry, TransactionType, check_balanced
 from engine.storage.bulk import insert_rows
 from engine.storage.schema import ledger_entries, ledger_transactions
 
-# Built once: a statement object built per call costs a cache-key walk on every execution.
-_INSERT_TRANSACTION = ledger_transactions.insert()
-_INSERT_ENTRIES = ledger_entries.insert()
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    """One ledger transaction and its entries, as :func:`append_transactions` writes it."""
+
+    transaction_id: str
+    user_id: int
+    transaction_type: TransactionType
+    entries: Sequence[Entry]
+    now_us: int
+    idempotency_key: str = ""
+    charge_id: str = ""
+    memo: str = ""
 
 
 def append_transaction(
@@ -28,49 +38,23 @@ def append_transaction(
     charge_id: str = "",
     memo: str = "",
 ) -> None:
-    check_balanced(entries)
-    # Parameters rather than .values(): the compiled INSERT is reused without rebuilding it.
-    connection.execute(
-        _INSERT_TRANSACTION,
-        dict(
-            transaction_id=transaction_id,
-            user_id=user_id,
-            type=transaction_type.value,
-            idempotency_key=idempotency_key,
-            charge_id=charge_id,
-            memo=memo,
-            created_at_us=now_us,
-        )
+    """One balanced transaction and its entries: :func:`append_transactions` of one (two
+    statements; on PostgreSQL the entries travel as arrays, not as a pipeline of inserts)."""
+    append_transactions(
+        connection,
+        [
+            TransactionRecord(
+                transaction_id=transaction_id,
+                user_id=user_id,
+                transaction_type=transaction_type,
+                entries=entries,
+                now_us=now_us,
+                idempotency_key=idempotency_key,
+                charge_id=charge_id,
+                memo=memo,
+            )
+        ],
     )
-    if entries:
-        connection.execute(
-            _INSERT_ENTRIES,
-            [
-                {
-                    "transaction_id": transaction_id,
-                    "account": entry.account,
-                    "user_id": entry.user_id,
-                    "asset": entry.asset.value,
-                    "bucket": entry.bucket.value if entry.bucket else "",
-                    "instrument": entry.instrument,
-                    "amount": entry.amount,
-                }
-                for entry in entries
-            ],
-        )
-
-
-@dataclass(frozen=True)
-class TransactionRecord:
-    """One ledger transaction and its entries, as :func:`append_transactions` writes it."""
-
-    transaction_id: str
-    user_id: int
-    transaction_type: TransactionType
-    entries: Sequence[Entry]
-    now_us: int
-    idempotency_key: str = ""
-    memo: str = ""
 
 
 def append_transactions(connection: Connection, records: Sequence[TransactionRecord]) -> None:
@@ -88,7 +72,7 @@ def append_transactions(connection: Connection, records: Sequence[TransactionRec
             "user_id": [record.user_id for record in records],
             "type": [record.transaction_type.value for record in records],
             "idempotency_key": [record.idempotency_key for record in records],
-            "charge_id": [""] * len(records),
+            "charge_id": [record.charge_id for record in records],
             "memo": [record.memo for record in records],
             "created_at_us": [record.now_us for record in records],
         },

@@ -1,0 +1,63 @@
+"""CPU per plain cash charge on a group-commit writer (engine.service.group_commit), with no gRPC:
+batches of ``--batch`` charges over ``--users`` users on a throwaway PostgreSQL, run directly by
+one shard's writer; prints one JSON line (docs/performance.md "Group commit").
+Run: PYTHONPATH=. .venv/bin/python scripts/measure_batch_cpu.py [--batches 60] [--batch 32]"""
+
+import argparse
+import json
+import time
+
+from engine.domain.commands import ChargeCommand, IssueCommand, TopUpSpec
+from engine.domain.money import Asset
+from engine.service.charge import charge
+from engine.service.group_commit import PendingWrite, ShardWriter, route_for_user
+from engine.service.issue import issue
+from tests.support.engines import make_context
+from tests.support.servers import PostgresServer
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--batches", type=int, default=60)
+parser.add_argument("--batch", type=int, default=32)
+parser.add_argument("--users", type=int, default=256)
+args = parser.parse_args()
+
+server = PostgresServer.start()
+try:
+    context = make_context([server.create_database("s0")])
+    users = list(range(1, args.users + 1))
+    for user in users:
+        issue(context, IssueCommand(f"t{user}", user, TopUpSpec(10**9, Asset.CASH, "a", f"t{user}")))
+    writer: ShardWriter[int] = ShardWriter(context.router.shards[0], lambda _settled: None)
+
+    def batch(start: int) -> list[PendingWrite[int]]:
+        requests = []
+        for index in range(start, start + args.batch):
+            command = ChargeCommand(f"c{index}", users[index % len(users)], f"o{index}", "m", "", 100)
+            requests.append(
+                PendingWrite(
+                    route_for_user(context, command.user_id), lambda c=command: charge(context, c), index
+                )
+            )
+        return requests
+
+    for warm in range(5):
+        writer.run_batch(batch(10**7 + warm * args.batch))
+    wall, cpu = time.perf_counter(), time.process_time()
+    for number in range(args.batches):
+        requests = batch(number * args.batch)
+        writer.run_batch(requests)
+        assert all(request.error is None for request in requests), [r.error for r in requests][:3]
+    charges = args.batches * args.batch
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    writer.stop()
+    print(
+        json.dumps(
+            {
+                "charges": charges,
+                "cpu_us_per_charge": round(cpu / charges * 1e6, 1),
+                "wall_us_per_charge": round(wall / charges * 1e6, 1),
+            }
+        )
+    )
+finally:
+    server.stop()
