@@ -2,13 +2,12 @@
 
 Start-up either serves or ends with one line on stderr and a non-zero exit (:class:`StartupFailure`):
 a refused configuration, a port another engine holds, shards that do not answer within
-``COFFER_STARTUP_TIMEOUT_SECONDS``, or SIGTERM/SIGINT while waiting for them.
+``COFFER_STARTUP_TIMEOUT_SECONDS``, or SIGTERM/SIGINT while waiting for them. The checks that
+need neither gRPC nor a database are in :mod:`engine.startup`.
 
-Port ownership: one engine process binds its port exclusively (``grpc.so_reuseport`` off), so
-a second engine on the same port cannot start. With ``COFFER_WORKERS > 1`` the workers share the
-port through SO_REUSEPORT; before starting them the parent checks that nothing listens on the
-port and holds a lock file under ``var/`` for the port, so a second engine refuses instead of
-joining the workers' group.
+``COFFER_WORKERS > 1``: the light parent (:mod:`engine.supervisor`) runs :func:`run_preparation`
+once in a short-lived child, then each worker process runs :func:`run_worker` (both started
+through :mod:`engine.worker`).
 """
 
 from __future__ import annotations
@@ -16,21 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
-import fcntl
-import ipaddress
 import logging
-import multiprocessing
-import os
 import signal
-import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import IO
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -45,40 +36,38 @@ from engine.api.metrics import MetricsInterceptor, MetricsServer, record_shard_u
 from engine.api.request_log import RequestLogInterceptor
 from engine.api.runner import UseCaseRunner
 from engine.api.servicer import TransactionEngineServicer
-from engine.config import DEFAULT_SQLITE_DIRECTORY, Settings
+from engine.config import Settings
+from engine.domain.errors import require
 from engine.jobs.run import run_expire
-from engine.process_log import configure_logging, first_line
 from engine.security.tokens import TokenVerifier
 from engine.service.context import EngineContext
+from engine.startup import (
+    EXIT_STARTUP_FAILED,
+    StartupFailure,
+    check_listen_allowed,
+    check_port_free,
+    split_listen,
+)
+from engine.storage.errors import first_line
 from engine.storage.migrations import ShardConfigurationMismatch, migrate_all
 from engine.storage.router import Shard, ShardRouter
 from engine.storage.shards import open_router
 
 __all__ = [
-    "EXIT_STARTUP_FAILED",
     "EngineServer",
-    "StartupFailure",
-    "check_listen_allowed",
-    "check_port_free",
     "run",
+    "run_preparation",
+    "run_worker",
     "wait_for_shards",
 ]
 
 logger = logging.getLogger("coffer")
 
-EXIT_STARTUP_FAILED = 1
 #: Waiting for shards retries after this long, doubling up to the maximum.
 SHARD_WAIT_FIRST_INTERVAL_SECONDS = 0.5
 SHARD_WAIT_MAX_INTERVAL_SECONDS = 5.0
 #: How often a serving engine probes each shard for ``coffer_shard_up``.
 SHARD_PROBE_INTERVAL_SECONDS = 15.0
-#: How often the worker supervisor looks for a worker that exited.
-WORKER_POLL_SECONDS = 0.5
-#: glibc malloc arenas per worker process. glibc's default (8 per core) gives each of a worker's
-#: threads (event loop, use-case pool, group-commit writers) an arena of its own, each holding on
-#: to freed memory; two arenas measured ~25% less resident memory under the bench's load, with
-#: no throughput cost (docs/performance.md "Memory"). An operator's own setting wins.
-WORKER_MALLOC_ARENAS = "2"
 #: How long a thread may hold the GIL while another wants it. The group-commit writers wake
 #: after every database round trip and then wait for the GIL the event loop holds; CPython's
 #: 5 ms default made each round trip cost up to 5 ms of waiting (docs/performance.md).
@@ -91,78 +80,11 @@ SERVICE_NAMES = (
 )
 
 
-class StartupFailure(Exception):
-    """The engine cannot start; the message is the one line the operator sees."""
-
-
 def _open_router(settings: Settings) -> ShardRouter:
     try:
         return open_router(settings)
     except (ValueError, ArgumentError) as error:
         raise StartupFailure(f"COFFER_SHARDS: {first_line(error)}") from error
-
-
-def _split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    try:
-        return host.strip("[]"), int(port)
-    except ValueError as error:
-        raise StartupFailure(f"COFFER_LISTEN={listen!r} is not host:port") from error
-
-
-def check_listen_allowed(settings: Settings) -> None:
-    """``COFFER_AUTH=none`` is refused anywhere but a loopback address (CONTRACT §6)."""
-    host, _port = _split_listen(settings.listen)
-    if settings.auth != "none":
-        return
-    loopback = host == "localhost"
-    if not loopback:
-        try:
-            loopback = ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-    if not loopback:
-        raise StartupFailure(f"COFFER_AUTH=none is allowed only on a loopback address, not {host!r}")
-
-
-def check_port_free(listen: str) -> None:
-    """Refuse, in one line, when something already listens on ``listen``'s port.
-
-    A plain bind without SO_REUSEPORT fails while any socket (SO_REUSEPORT or not) is bound
-    there; SO_REUSEADDR only lets it pass connections still in TIME_WAIT from a previous run."""
-    host, port = _split_listen(listen)
-    if port == 0:
-        return
-    try:
-        addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as error:
-        raise StartupFailure(f"COFFER_LISTEN={listen!r}: {error}") from error
-    for family, kind, protocol, _name, address in addresses:
-        with socket.socket(family, kind, protocol) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as error:
-                if error.errno == errno.EADDRINUSE:
-                    raise StartupFailure(
-                        f"port {port} on {host or '*'} is already in use (another coffer engine?); "
-                        "stop it or choose another COFFER_LISTEN"
-                    ) from error
-                raise StartupFailure(f"cannot listen on {listen}: {error.strerror}") from error
-
-
-@contextlib.contextmanager
-def _port_lock(port: int) -> Iterator[IO[str]]:
-    """Hold ``var/coffer-port-<port>.lock`` for the life of a multi-worker engine, so two such
-    engines started at the same moment cannot both pass :func:`check_port_free`."""
-    DEFAULT_SQLITE_DIRECTORY.mkdir(parents=True, exist_ok=True)
-    path = DEFAULT_SQLITE_DIRECTORY / f"coffer-port-{port}.lock"
-    with open(path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as error:
-            raise StartupFailure(f"port {port} is held by another coffer engine (lock {path})") from error
-        yield handle
 
 
 def _describe(shard: Shard) -> str:
@@ -320,7 +242,7 @@ class EngineServer:
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        host, _port = _split_listen(self.settings.listen)
+        host, _port = split_listen(self.settings.listen)
         try:
             self._metrics = serve_metrics(host, self.settings.metrics_port)
         except OSError as error:
@@ -420,8 +342,7 @@ def _serve(settings: Settings, *, share_port: bool = False) -> int:
     try:
         asyncio.run(_main(settings, share_port=share_port))
     except StartupFailure as failure:
-        print(f"coffer: {failure}", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
+        return _print_failure(failure)
     return 0
 
 
@@ -435,23 +356,31 @@ def _worker_settings(settings: Settings, index: int) -> Settings:
     )
 
 
-def _worker_main(settings: Settings) -> None:
-    configure_logging(settings.log_format, with_pid=True)
-    sys.exit(_serve(settings, share_port=True))
+def _print_failure(failure: StartupFailure) -> int:
+    print(f"coffer: {failure}", file=sys.stderr)
+    return EXIT_STARTUP_FAILED
 
 
-def run_workers(settings: Settings) -> int:
-    """``COFFER_WORKERS`` engine processes on one port. The parent claims the port, migrates the
-    shards once, starts the workers, forwards SIGTERM/SIGINT to them and exits when they have
-    all exited; if one dies on its own, the others are stopped too (a supervisor restarts the whole)."""
-    _host, port = _split_listen(settings.listen)
-    if port == 0:
-        raise StartupFailure("COFFER_WORKERS > 1 needs a fixed port in COFFER_LISTEN")
+def run(settings: Settings) -> int:
+    """Serve in this one process until signalled; the exit status (0, or
+    :data:`EXIT_STARTUP_FAILED` after printing the one-line reason). ``COFFER_WORKERS > 1`` is
+    :func:`engine.supervisor.run_workers`' job."""
+    require(settings.workers == 1, f"run serves one process, not COFFER_WORKERS={settings.workers}")
+    try:
+        check_listen_allowed(settings)
+    except StartupFailure as failure:
+        return _print_failure(failure)
+    return _serve(settings)
+
+
+def run_preparation(settings: Settings) -> int:
+    """A multi-worker engine's one-time preparation, before its workers start: wait for the shards
+    and migrate them once (so the workers never race each other's migrations). The exit status,
+    as :func:`run`'s; SIGTERM/SIGINT end the wait with a one-line failure."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda _number, _frame: stop.set())
     signal.signal(signal.SIGINT, lambda _number, _frame: stop.set())
-    with _port_lock(port):
-        check_port_free(settings.listen)
+    try:
         router = _open_router(settings)
         try:
             logger.info(
@@ -460,51 +389,12 @@ def run_workers(settings: Settings) -> int:
             wait_for_shards(router, timeout_seconds=settings.startup_timeout_seconds, stop=stop)
         finally:
             router.dispose()
-        return _supervise(settings, stop)
-
-
-def _supervise(settings: Settings, stop: threading.Event) -> int:
-    spawn = multiprocessing.get_context("spawn")
-    workers = [
-        spawn.Process(target=_worker_main, args=(_worker_settings(settings, index),), name=f"coffer-{index}")
-        for index in range(settings.workers)
-    ]
-    stopping = False
-    exit_status = 0
-
-    def forward(_signal_number: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for worker in workers:
-            if worker.pid is not None and worker.is_alive():
-                worker.terminate()
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    # Read by glibc when each spawned worker starts, so it is set before they are.
-    os.environ.setdefault("MALLOC_ARENA_MAX", WORKER_MALLOC_ARENAS)
-    for worker in workers:
-        worker.start()
-    if stop.is_set():  # a signal arrived between the shard wait and the new handlers
-        forward(signal.SIGTERM, None)
-    while any(worker.is_alive() for worker in workers):
-        for worker in workers:
-            worker.join(timeout=WORKER_POLL_SECONDS)
-            if not stopping and worker.exitcode is not None:
-                logger.error("worker %s exited with %s; stopping the others", worker.name, worker.exitcode)
-                exit_status = abs(worker.exitcode) or EXIT_STARTUP_FAILED
-                forward(signal.SIGTERM, None)
-    return exit_status
-
-
-def run(settings: Settings) -> int:
-    """Serve until signalled; the exit status (0, or :data:`EXIT_STARTUP_FAILED` after printing
-    the one-line reason)."""
-    try:
-        check_listen_allowed(settings)
-        if settings.workers > 1:
-            return run_workers(settings)
     except StartupFailure as failure:
-        print(f"coffer: {failure}", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
-    return _serve(settings)
+        return _print_failure(failure)
+    return 0
+
+
+def run_worker(settings: Settings, index: int) -> int:
+    """Worker ``index`` of a multi-worker engine: serve its share on the port the workers share
+    until signalled; the exit status, as :func:`run`'s."""
+    return _serve(_worker_settings(settings, index), share_port=True)

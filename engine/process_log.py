@@ -13,8 +13,6 @@ import os
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
-
 from engine.config import LogFormat
 from engine.domain.time_units import MICROSECONDS_PER_SECOND
 
@@ -23,7 +21,6 @@ __all__ = [
     "JsonFormatter",
     "TextFormatter",
     "configure_logging",
-    "first_line",
     "log_time",
 ]
 
@@ -38,14 +35,6 @@ def _iso(seconds: float) -> str:
 def log_time(now_us: int) -> str:
     """An engine clock reading (µs since the epoch) as an ISO-8601 UTC time, for log lines."""
     return datetime.fromtimestamp(now_us / MICROSECONDS_PER_SECOND, UTC).isoformat(timespec="microseconds")
-
-
-def first_line(error: BaseException) -> str:
-    """An error as one line: a database error's driver message without SQLAlchemy's multi-line
-    "background on this error" note, otherwise the error's first line."""
-    cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
-    lines = str(cause).strip().splitlines()
-    return lines[0] if lines else type(cause).__name__
 
 
 class TextFormatter(logging.Formatter):

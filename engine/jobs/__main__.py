@@ -27,8 +27,9 @@ from engine.domain.results import AuditReport
 from engine.domain.time_units import MICROSECONDS_PER_DAY, MICROSECONDS_PER_SECOND
 from engine.jobs.base import JobName
 from engine.jobs.run import ExpirePreview, ExpireReport, preview_expire, run_audit, run_expire
-from engine.process_log import configure_logging, first_line, log_time
+from engine.process_log import configure_logging, log_time
 from engine.service.context import EngineContext, system_now_us
+from engine.storage.errors import first_line
 from engine.storage.migrations import ShardConfigurationMismatch, migrate_all
 from engine.storage.shards import open_router
 
