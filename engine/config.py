@@ -85,8 +85,9 @@ class Settings:
         "", "file of PEM public keys (Ed25519 or RSA) or an HS256 secret verifying caller tokens (token)"
     )
     probe_listen: str = _setting(
-        "", "COFFER_AUTH=mtls: a second TLS address that asks for no client certificate, for health "
-        "and reflection (every coffer RPC there is UNAUTHENTICATED); empty: none"
+        "",
+        "COFFER_AUTH=mtls: a second TLS address that asks for no client certificate, for health "
+        "and reflection (every coffer RPC there is UNAUTHENTICATED); empty: none",
     )
     metrics_port: int = _setting(9464, "Prometheus /metrics port on the listen host (0: off)")
     log_format: LogFormat = _setting(  # noqa: RUF009 - _setting returns a dataclasses.Field
@@ -147,7 +148,6 @@ class Settings:
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigurationError("COFFER_METRICS_PORT must be within 0..65535")
-
 
     def _check_security(self) -> None:
         """The TLS files come as a pair; token and mtls need TLS and their own trust anchor."""

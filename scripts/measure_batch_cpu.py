@@ -1,7 +1,7 @@
 """CPU per plain cash charge on a group-commit writer (engine.service.group_commit), with no gRPC:
 batches of ``--batch`` charges over ``--users`` users on a throwaway PostgreSQL, run directly by
 one shard's writer; prints one JSON line (docs/performance.md "Group commit").
-Run: PYTHONPATH=. .venv/bin/python scripts/measure_batch_cpu.py [--batches 60] [--batch 32]"""
+Run: PYTHONPATH=. .venv/bin/python scripts/measure_batch_cpu.py [--batches 60] [--batch 32] [--alone]"""
 
 import argparse
 import json
@@ -9,7 +9,7 @@ import time
 
 from engine.domain.commands import ChargeCommand, IssueCommand, TopUpSpec
 from engine.domain.money import Asset
-from engine.service.charge import charge
+from engine.service.charge import charge, charge_joinable
 from engine.service.group_commit import PendingWrite, ShardWriter, route_for_user
 from engine.service.issue import issue
 from tests.support.engines import make_context
@@ -19,6 +19,9 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--batches", type=int, default=60)
 parser.add_argument("--batch", type=int, default=32)
 parser.add_argument("--users", type=int, default=256)
+parser.add_argument(
+    "--alone", action="store_true", help="each charge as work run alone (not joined with its neighbours)"
+)
 args = parser.parse_args()
 
 server = PostgresServer.start()
@@ -33,9 +36,13 @@ try:
         requests = []
         for index in range(start, start + args.batch):
             command = ChargeCommand(f"c{index}", users[index % len(users)], f"o{index}", "m", "", 100)
+            joinable = None if args.alone else charge_joinable(context, command, None, lambda result: result)
             requests.append(
                 PendingWrite(
-                    route_for_user(context, command.user_id), lambda c=command: charge(context, c), index
+                    route_for_user(context, command.user_id),
+                    lambda c=command: charge(context, c),
+                    index,
+                    joinable=joinable,
                 )
             )
         return requests
@@ -54,6 +61,7 @@ try:
         json.dumps(
             {
                 "charges": charges,
+                "joined": not args.alone,
                 "cpu_us_per_charge": round(cpu / charges * 1e6, 1),
                 "wall_us_per_charge": round(wall / charges * 1e6, 1),
             }

@@ -21,7 +21,7 @@ from engine.api.errors import to_status
 from engine.api.metrics import note_refusal
 from engine.domain.errors import CofferError
 from engine.service.audit_trail import bound_to_caller
-from engine.service.group_commit import GroupCommit, PendingWrite, WriteRoute
+from engine.service.group_commit import GroupCommit, Joinable, PendingWrite, WriteRoute
 from engine.storage.router import ShardRouter
 
 __all__ = ["UseCaseRunner"]
@@ -68,9 +68,12 @@ class UseCaseRunner:
         context: grpc.aio.ServicerContext[Any, Any],
         route: WriteRoute | None,
         work: Callable[[], T],
+        *,
+        joinable: Joinable | None = None,
     ) -> T:
         """A mutation: ``work`` runs in a batch on ``route``'s shard writer (``None``: a request
-        that names no shard of ours, which ``work`` refuses — it runs on the thread pool)."""
+        that names no shard of ours, which ``work`` refuses — it runs on the thread pool). With
+        ``joinable`` the writer may apply it together with its neighbours instead (group_commit)."""
         group_commit = self.group_commit
         if route is None or group_commit is None:
             return await self.run(context, work)
@@ -79,7 +82,7 @@ class UseCaseRunner:
 
         def submit() -> Awaitable[T]:
             waiter: Waiter = asyncio.get_running_loop().create_future()
-            group_commit.submit(route, acting, waiter)
+            group_commit.submit(route, acting, waiter, joinable)
             return cast(Awaitable[T], waiter)
 
         return await self._answer(context, submit)

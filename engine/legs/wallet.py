@@ -44,7 +44,12 @@ class WalletAssetHandler:
             )
         else:
             balances.debit_available(scope.connection, scope.user_id, self.asset, leg.units)
-            self._pay_merchant(scope, leg, Bucket.AVAILABLE)
+            self.post_taken(scope, leg)
+
+    def post_taken(self, scope: LegScope, leg: LegMove) -> None:
+        """The entries of an immediate take whose balance row was already debited (a batch of
+        cash charges debits its users' rows with one statement: engine.service.cash_charges)."""
+        self._pay_merchant(scope, leg, Bucket.AVAILABLE)
 
     def settle(self, scope: LegScope, leg: LegMove) -> None:
         """Capture: ``leg`` (a part of the held value) leaves the user's ``held`` for the merchant."""

@@ -5,6 +5,9 @@ Immediate charges capture at once; ``authorize_only`` holds every leg until Capt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -12,12 +15,10 @@ from engine.domain import ids
 from engine.domain.charge_plan import ChargePlan, plan_charge
 from engine.domain.charge_status import ChargeStatus
 from engine.domain.commands import ChargeCommand
-from engine.domain.errors import CofferError, Reason, invalid_argument
+from engine.domain.errors import CofferError, invalid_argument
 from engine.domain.ledger import Posting, TransactionType
-from engine.domain.leg_kind import LegKind
 from engine.domain.money import require_non_negative_amount, require_positive_amount
 from engine.domain.results import ChargeResult
-from engine.domain.serialization import dumps
 from engine.domain.time_units import MICROSECONDS_PER_SECOND
 from engine.domain.validation import (
     MAX_COUPONS_PER_CHARGE,
@@ -27,18 +28,25 @@ from engine.domain.validation import (
     require_reference,
     require_user_id,
 )
-from engine.legs import LegMove, LegScope, take_all
+from engine.legs import LegScope, take_all
 from engine.legs.coupon import coupon_line_shares, resolve_coupon_discounts
 from engine.legs.gift_card import resolve_gift_cards
+from engine.security.identity import Caller
+from engine.service.audit_trail import acting_caller
+from engine.service.cash_charges import cash_charge, charge_one_cash, is_cash_only, joinable_cash_charge
+from engine.service.charge_parts import charge_memo, leg_rows, legs_of, new_charge_row, order_already_charged
 from engine.service.context import EngineContext
+from engine.service.group_commit import Joinable
 from engine.service.idempotent import execute_for_user
 from engine.service.points_grants import earn_points
 from engine.storage.accounts import require_not_frozen
-from engine.storage.charges import ORDER_CHARGE_KIND, NewCharge, insert_charge, insert_items, insert_legs
+from engine.storage.charges import insert_charge, insert_items, insert_legs, is_live_order_conflict
 from engine.storage.ledger import append_transaction
 from engine.storage.wallets import read_wallet_balances
 
-__all__ = ["charge", "plan_for", "validate_charge"]
+T = TypeVar("T")
+
+__all__ = ["charge", "charge_joinable", "plan_for", "validate_charge"]
 
 
 def validate_charge(command: ChargeCommand) -> None:
@@ -85,6 +93,9 @@ def validate_charge(command: ChargeCommand) -> None:
 
 def charge(context: EngineContext, command: ChargeCommand) -> ChargeResult:
     validate_charge(command)
+    if is_cash_only(context, command):
+        # The one path of a cash-only charge, alone or with its batch's others.
+        return charge_one_cash(context, cash_charge(command, acting_caller()))
     return execute_for_user(
         context,
         command,
@@ -92,6 +103,21 @@ def charge(context: EngineContext, command: ChargeCommand) -> ChargeResult:
         result_type=ChargeResult,
         effect=lambda connection, now_us: _charge(context, connection, command, now_us),
     )
+
+
+def charge_joinable(
+    context: EngineContext, command: ChargeCommand, caller: Caller | None, answer: Callable[[ChargeResult], T]
+) -> Joinable | None:
+    """How a group-commit writer may apply ``command`` with its neighbours: a valid cash-only
+    charge joins the others queued with it (engine.service.cash_charges); anything else
+    (``None``) runs alone, where a bad request gets its refusal."""
+    try:
+        validate_charge(command)
+    except CofferError:
+        return None
+    if not is_cash_only(context, command):
+        return None
+    return joinable_cash_charge(context, command, caller, answer)
 
 
 def plan_for(
@@ -132,32 +158,18 @@ def _charge(
     try:
         insert_charge(
             connection,
-            NewCharge(
+            new_charge_row(
+                command,
+                plan,
                 charge_id=charge_id,
-                user_id=user_id,
-                kind=ORDER_CHARGE_KIND,
-                order_id=command.order_id,
-                merchant_id=command.merchant_id,
-                channel_id=command.channel_id,
-                amount=command.amount,
-                discount=plan.discount,
-                points_used=plan.points_used,
-                points_value=plan.points_value,
-                coins_used=plan.coins_used,
-                gift_card_amount=plan.gift_card_amount,
-                cash_amount=plan.cash_amount,
-                authorized_amount=plan.paid_amount,
-                captured_amount=0 if hold else plan.paid_amount,
-                status=status,
-                hold_expires_at_us=hold_expires_at_us,
                 transaction_id=transaction_id,
-                breakdown=dumps(plan.breakdown()),
-                created_at_us=now_us,
+                now_us=now_us,
+                hold_expires_at_us=hold_expires_at_us,
             ),
         )
     except IntegrityError as error:
-        if "ux_charges_live_order" in str(error.orig) or "charges.user_id" in str(error.orig):
-            raise _order_already_charged(command) from error
+        if is_live_order_conflict(error):
+            raise order_already_charged(command) from error
         raise
 
     posting = Posting()
@@ -166,22 +178,7 @@ def _charge(
     # Each item's share of the discount, spread over the lines each coupon applies to.
     discount_shares = coupon_line_shares(connection, plan, command, now_us)
     take_all(scope, legs, hold=hold)
-    insert_legs(
-        connection,
-        charge_id,
-        [
-            {
-                "leg_index": index,
-                "kind": leg.kind.value,
-                "instrument": leg.instrument,
-                "value": leg.value,
-                "units": leg.units,
-                "captured_value": 0 if hold else leg.value,
-                "captured_units": 0 if hold else leg.units,
-            }
-            for index, leg in enumerate(legs)
-        ],
-    )
+    insert_legs(connection, charge_id, leg_rows(legs, hold=hold))
     _insert_items(connection, charge_id, command, discount_shares)
     if not hold:
         # An immediate charge is captured at once: it earns points on what was not paid in points.
@@ -195,7 +192,7 @@ def _charge(
         now_us=now_us,
         idempotency_key=command.idempotency_key,
         charge_id=charge_id,
-        memo=f"order {command.order_id} at {command.merchant_id}",
+        memo=charge_memo(command),
     )
     return ChargeResult(
         charge_id=charge_id,
@@ -204,23 +201,6 @@ def _charge(
         wallet=read_wallet_balances(connection, user_id, now_us),
         transaction_id=transaction_id,
     )
-
-
-def legs_of(plan: ChargePlan) -> list[LegMove]:
-    """Every leg in charge order — coupons, points, coins, gift cards (as listed), cash — which
-    is also their ``leg_index`` order."""
-    legs = [
-        LegMove(LegKind.COUPON, item.instrument, item.amount, item.amount) for item in plan.coupon_discounts
-    ]
-    if plan.points_used:
-        legs.append(LegMove(LegKind.POINTS, "", plan.points_value, plan.points_used))
-    if plan.coins_used:
-        legs.append(LegMove(LegKind.COINS, "", plan.coins_used, plan.coins_used))
-    for draw in plan.gift_cards:
-        legs.append(LegMove(LegKind.GIFT_CARD, draw.instrument, draw.amount, draw.amount))
-    if plan.cash_amount:
-        legs.append(LegMove(LegKind.CASH, "", plan.cash_amount, plan.cash_amount))
-    return legs
 
 
 def _insert_items(
@@ -244,12 +224,4 @@ def _insert_items(
             }
             for index, line in enumerate(command.items)
         ],
-    )
-
-
-def _order_already_charged(command: ChargeCommand) -> CofferError:
-    return CofferError(
-        Reason.ORDER_ALREADY_CHARGED,
-        f"order {command.order_id} at {command.merchant_id} already has a live charge",
-        metadata={"order_id": command.order_id, "merchant_id": command.merchant_id},
     )

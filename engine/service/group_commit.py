@@ -27,7 +27,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
 
@@ -41,10 +41,12 @@ __all__ = [
     "MAX_BATCH_REQUESTS",
     "MAX_QUEUED_REQUESTS",
     "GroupCommit",
+    "Joinable",
     "PendingWrite",
     "ShardWriter",
     "WriteRoute",
     "batch_order",
+    "joined_runs",
     "route_for_code",
     "route_for_id",
     "route_for_user",
@@ -90,15 +92,38 @@ def route_for_code(context: EngineContext, code: str) -> WriteRoute | None:
     return None if shard is None else WriteRoute(shard)
 
 
+def _as_is(result: Any) -> object:
+    return result
+
+
+@dataclass(frozen=True)
+class Joinable:
+    """A request the writer may apply together with its neighbours that share its ``together``:
+    one call runs them all with set-based statements, inside the batch's transaction, and gives
+    one result (or :class:`CofferError` refusal) per item, in order (TigerBeetle's batch shape).
+
+    ``key`` is the request's ``(user_id, idempotency_key)``: a repeat starts a new group, so it
+    is answered after its first use. ``answer`` turns an item's result into the request's result
+    (a handler's response message). Should the batch fail, the request's ordinary ``work`` reruns
+    it alone."""
+
+    together: Callable[[Sequence[Any]], Sequence[Any]]
+    item: Any
+    key: tuple[int, str]
+    answer: Callable[[Any], object] = _as_is
+
+
 @dataclass(eq=False)
 class PendingWrite(Generic[Token]):
-    """One queued request: ``work`` runs on the writer; ``result`` or ``error`` is its outcome."""
+    """One queued request: ``work`` runs on the writer; ``result`` or ``error`` is its outcome.
+    A request that can be applied with its neighbours also carries its :class:`Joinable`."""
 
     route: WriteRoute
     work: Callable[[], object]
     token: Token
     result: object = None
     error: BaseException | None = None
+    joinable: Joinable | None = None
 
 
 def batch_order(batch: Sequence[PendingWrite[Token]]) -> list[PendingWrite[Token]]:
@@ -120,6 +145,29 @@ def batch_order(batch: Sequence[PendingWrite[Token]]) -> list[PendingWrite[Token
 
 def _user_of(request: PendingWrite[Token]) -> int:
     return request.route.user_id or 0  # only requests that name their user are sorted
+
+
+def joined_runs(ordered: Sequence[PendingWrite[Token]]) -> list[list[PendingWrite[Token]]]:
+    """``ordered`` cut into runs, in order: consecutive joinable requests of the same
+    ``together`` with no key twice form one run (applied by one call); every other request is a
+    run of its own. Running the runs in order keeps the order of ``ordered``."""
+    runs: list[list[PendingWrite[Token]]] = []
+    keys: set[tuple[int, str]] = set()
+    for request in ordered:
+        joinable = request.joinable
+        previous = runs[-1][-1].joinable if runs else None
+        if (
+            joinable is not None
+            and previous is not None
+            and previous.together == joinable.together
+            and joinable.key not in keys
+        ):
+            runs[-1].append(request)
+            keys.add(joinable.key)
+            continue
+        runs.append([request])
+        keys = {joinable.key} if joinable is not None else set()
+    return runs
 
 
 class ShardWriter(Generic[Token]):
@@ -191,7 +239,11 @@ class ShardWriter(Generic[Token]):
         ordered = batch_order(batch)
         try:
             with BatchTransaction(self.shard.engine, self._held_connection(), write_outcomes) as transaction:
-                for request in ordered:
+                for run in joined_runs(ordered):
+                    if run[0].joinable is not None:
+                        _run_joined(run, run[0].joinable)
+                        continue
+                    request = run[0]
                     kept = transaction.savepoints_kept
                     try:
                         request.result = request.work()
@@ -237,6 +289,19 @@ class ShardWriter(Generic[Token]):
             connection.close()
 
 
+def _run_joined(run: Sequence[PendingWrite[Token]], first: Joinable) -> None:
+    """Apply ``run`` with one call of its ``together``; anything it raises fails the batch (which
+    is then rerun one by one), so its refusals come back as values, never raised."""
+    joinables = [request.joinable for request in run]
+    outcomes = first.together([joinable.item for joinable in joinables if joinable is not None])
+    require(len(outcomes) == len(run), "a joined run gives one outcome per request")
+    for request, joinable, outcome in zip(run, joinables, outcomes, strict=True):
+        if isinstance(outcome, CofferError):
+            request.result, request.error = None, outcome
+        elif joinable is not None:
+            request.result, request.error = joinable.answer(outcome), None
+
+
 class GroupCommit(Generic[Token]):
     """One :class:`ShardWriter` per shard of the router."""
 
@@ -251,8 +316,10 @@ class GroupCommit(Generic[Token]):
             ShardWriter(shard, deliver, max_batch_requests=max_batch_requests) for shard in router.shards
         )
 
-    def submit(self, route: WriteRoute, work: Callable[[], T], token: Token) -> None:
-        self.writers[route.shard.index].submit(PendingWrite(route, work, token))
+    def submit(
+        self, route: WriteRoute, work: Callable[[], T], token: Token, joinable: Joinable | None = None
+    ) -> None:
+        self.writers[route.shard.index].submit(PendingWrite(route, work, token, joinable=joinable))
 
     def stop(self) -> None:
         for writer in self.writers:

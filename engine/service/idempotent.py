@@ -17,7 +17,7 @@ from engine.domain.errors import CofferError, Reason
 from engine.domain.serialization import dumps, loads, payload_digest
 from engine.service.audit_trail import mutation_event
 from engine.service.context import EngineContext
-from engine.storage.idempotency import claim_key
+from engine.storage.idempotency import StoredKey, claim_key
 from engine.storage.outcomes import write_outcomes
 from engine.storage.router import Shard
 from engine.storage.unit_of_work import (
@@ -42,6 +42,58 @@ def key_reused(key: str) -> CofferError:
         Reason.IDEMPOTENCY_KEY_REUSED,
         "this idempotency key was used with a different request",
         metadata={"idempotency_key": key, "field": "idempotency_key"},
+    )
+
+
+def key_in_use(key: str) -> CofferError:
+    return CofferError(
+        Reason.IDEMPOTENCY_KEY_IN_USE,
+        "another request with this idempotency key is in flight",
+        metadata={"idempotency_key": key},
+    )
+
+
+def answer_claimed_before(
+    stored: StoredKey,
+    *,
+    user_id: int,
+    key: str,
+    digest: str,
+    result_type: type[R],
+    batch: BatchTransaction | None,
+) -> R:
+    """The answer to a request whose key an earlier request claimed: its stored answer replayed,
+    or the refusal that says why not (another payload; still in flight)."""
+    if stored.request_digest != digest:
+        raise key_reused(key)
+    response = stored.response
+    if response is None and batch is not None:
+        # Claimed earlier in this very batch: its answer is written at the batch's COMMIT.
+        response = batch.pending_response(user_id, key)
+    if response is None:
+        raise key_in_use(key)
+    original = loads(result_type, response)
+    return dataclasses.replace(original, replayed=True)  # type: ignore[type-var]
+
+
+def acknowledged(
+    user_id: int,
+    now_us: int,
+    operation: str,
+    key: str,
+    digest: str,
+    command: Any,
+    result: Any,
+    response: str,
+) -> RequestOutcome:
+    """What an applied request leaves: its stored answer and its audit row (docs/security.md
+    "Audit trail"), both in the effect's transaction — now, or with the batch's others right
+    before its COMMIT."""
+    return RequestOutcome(
+        user_id=user_id,
+        idempotency_key=key,
+        response=response,
+        audit_event=mutation_event(user_id, now_us, operation, key, digest, command, result),
     )
 
 
@@ -76,30 +128,12 @@ def execute_idempotent(
             now_us=now_us,
         )
         if stored is not None:
-            if stored.request_digest != digest:
-                raise key_reused(key)
-            response = stored.response
-            if response is None and batch is not None:
-                # Claimed earlier in this very batch: its answer is written at the batch's COMMIT.
-                response = batch.pending_response(user_id, key)
-            if response is None:
-                raise CofferError(
-                    Reason.IDEMPOTENCY_KEY_IN_USE,
-                    "another request with this idempotency key is in flight",
-                    metadata={"idempotency_key": key},
-                )
-            original = loads(result_type, response)
-            return dataclasses.replace(original, replayed=True)  # type: ignore[type-var]
+            return answer_claimed_before(
+                stored, user_id=user_id, key=key, digest=digest, result_type=result_type, batch=batch
+            )
         result = effect(connection, now_us)
         stored_form = dataclasses.replace(result, replayed=False)  # type: ignore[type-var]
-        # The stored answer and the audit row (docs/security.md "Audit trail"), both in the
-        # effect's transaction: now, or with the batch's others right before its COMMIT.
-        outcome = RequestOutcome(
-            user_id=user_id,
-            idempotency_key=key,
-            response=dumps(stored_form),
-            audit_event=mutation_event(user_id, now_us, operation, key, digest, command, result),
-        )
+        outcome = acknowledged(user_id, now_us, operation, key, digest, command, result, dumps(stored_form))
         if batch is not None:
             batch.defer(outcome)
         else:

@@ -51,13 +51,14 @@ from engine.service.idempotent import key_reused
 from engine.service.issue import ISSUE_OPERATION, issue, validate_issue
 from engine.storage.audit_trail import append_audit_events
 from engine.storage.balances import credit_available_many, lock_points_balances
-from engine.storage.bulk import ensure_accounts, lock_points_debts, read_balance_wallets
+from engine.storage.bulk import ensure_accounts, lock_points_debts
 from engine.storage.idempotency import StoredKey, claim_keys, read_keys, store_responses
 from engine.storage.ledger import TransactionRecord, append_transactions
 from engine.storage.lots import insert_lots
 from engine.storage.points_debt import pay_points_debt
 from engine.storage.router import Shard
 from engine.storage.unit_of_work import UnitOfWork, run_transaction
+from engine.storage.wallets import read_balance_wallets
 
 __all__ = [
     "MAX_BATCH_ITEMS",

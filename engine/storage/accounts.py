@@ -31,13 +31,17 @@ def is_frozen(connection: Connection, user_id: int) -> bool:
     return bool(connection.execute(_FROZEN, {"p_user_id": user_id}).scalar_one_or_none())
 
 
+def frozen_account(user_id: int) -> CofferError:
+    return CofferError(
+        Reason.ACCOUNT_FROZEN,
+        f"the wallet of user {user_id} is frozen",
+        metadata={"user_id": str(user_id)},
+    )
+
+
 def require_not_frozen(connection: Connection, user_id: int) -> None:
     if is_frozen(connection, user_id):
-        raise CofferError(
-            Reason.ACCOUNT_FROZEN,
-            f"the wallet of user {user_id} is frozen",
-            metadata={"user_id": str(user_id)},
-        )
+        raise frozen_account(user_id)
 
 
 def set_frozen(connection: Connection, user_id: int, frozen: bool, reason: str) -> None:

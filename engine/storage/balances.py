@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ from engine.domain.errors import CofferError, InvariantViolation, Reason, requir
 from engine.domain.money import MAX_BALANCE_FEN, Asset, balance_limit_error
 from engine.storage.bulk import pg_arrays, unnest_select, user_in, users_parameter
 from engine.storage.schema import balances
+from engine.storage.unit_of_work import ConcurrentChange
 
 
 def insufficient_funds(asset: Asset, needed: int) -> CofferError:
@@ -179,10 +181,58 @@ def lock_points_balances(connection: Connection, user_ids: Sequence[int]) -> Non
         return
     connection.execute(
         select(balances.c.user_id)
-        .where(
-            user_in(connection, balances.c.user_id, "p_users"), balances.c.asset == Asset.POINTS.value
-        )
+        .where(user_in(connection, balances.c.user_id, "p_users"), balances.c.asset == Asset.POINTS.value)
         .order_by(balances.c.user_id)
         .with_for_update(),
         {"p_users": users_parameter(connection, sorted(user_ids))},
     ).all()
+
+
+_PG_DEBIT_MANY = text(
+    "UPDATE balances AS b SET available = b.available - debits.amount "
+    "FROM (SELECT * FROM unnest(CAST(:user_id AS BIGINT[]), CAST(:amount AS BIGINT[])) "
+    "AS rows(user_id, amount)) AS debits "
+    "WHERE b.user_id = debits.user_id AND b.asset = :asset AND b.available >= debits.amount "
+    "RETURNING b.user_id, b.available"
+)
+# SQLite has no arrays: the debits travel as one JSON document of [user_id, amount] pairs.
+_SQLITE_DEBIT_MANY = text(
+    "UPDATE balances SET available = balances.available - debits.amount "
+    "FROM (SELECT json_extract(value, '$[0]') AS user_id, json_extract(value, '$[1]') AS amount "
+    "FROM json_each(:debits)) AS debits "
+    "WHERE balances.user_id = debits.user_id AND balances.asset = :asset "
+    "AND balances.available >= debits.amount "
+    "RETURNING balances.user_id, balances.available"
+)
+
+
+def debit_available_many(
+    connection: Connection, asset: Asset, debits: Sequence[tuple[int, int]]
+) -> dict[int, int]:
+    """Take each ``(user_id, amount)`` (one per user, amounts > 0) from ``available`` of
+    ``asset`` in one conditional statement; the answer is each user's ``available`` after it.
+
+    The caller decided these debits from balances it read in this transaction; a row whose
+    condition refuses the debit changed since (another engine's transaction): ConcurrentChange,
+    and the whole transaction is rerun."""
+    if not debits:
+        return {}
+    require(len({user for user, _ in debits}) == len(debits), "one debit per user in a bulk debit")
+    require(all(amount > 0 for _, amount in debits), "bulk debits are positive")
+    if connection.dialect.name == "postgresql":
+        rows = connection.execute(
+            _PG_DEBIT_MANY,
+            {
+                **pg_arrays({"user_id": [user for user, _ in debits], "amount": [a for _, a in debits]}),
+                "asset": asset.value,
+            },
+        ).all()
+    else:
+        rows = connection.execute(
+            _SQLITE_DEBIT_MANY,
+            {"debits": json.dumps([list(debit) for debit in debits]), "asset": asset.value},
+        ).all()
+    after = {int(row.user_id): int(row.available) for row in rows}
+    if len(after) != len(debits):
+        raise ConcurrentChange(f"{asset.value} balances changed under a bulk debit")
+    return after

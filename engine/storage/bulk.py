@@ -34,9 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.domain.errors import require
-from engine.domain.money import Asset
-from engine.domain.results import BalanceView, WalletView
-from engine.storage.schema import accounts, balances, points_lots
+from engine.storage.schema import accounts
 
 __all__ = [
     "MAX_BULK_ROWS",
@@ -48,7 +46,6 @@ __all__ = [
     "is_postgresql",
     "lock_points_debts",
     "pg_arrays",
-    "read_balance_wallets",
     "row_count",
     "unnest_select",
     "user_in",
@@ -198,58 +195,3 @@ def lock_points_debts(connection: Connection, user_ids: Sequence[int]) -> dict[i
     )
     rows = connection.execute(statement, {"p_users": users_parameter(connection, sorted(user_ids))}).all()
     return {int(row.user_id): int(row.points_debt) for row in rows}
-
-
-def read_balance_wallets(
-    connection: Connection, user_ids: Sequence[int], now_us: int
-) -> dict[int, WalletView]:
-    """The balances-only wallet (CONTRACT §2: a mutation's answer) of each of ``user_ids``, as
-    this transaction sees it: balances, ``frozen`` and the points debt; lots, coupons and gift
-    cards come from GetWallet. POINTS ``available`` leaves out lots past their expiry that the
-    expiry job has not processed yet, as :func:`engine.storage.wallets.read_wallet` does."""
-    if not user_ids:
-        return {}
-    users = sorted(set(user_ids))
-    parameters = {"p_users": users_parameter(connection, users), "p_now_us": now_us}
-    amounts: dict[tuple[int, str], tuple[int, int]] = {
-        (int(row.user_id), row.asset): (int(row.available), int(row.held))
-        for row in connection.execute(
-            select(balances.c.user_id, balances.c.asset, balances.c.available, balances.c.held).where(
-                user_in(connection, balances.c.user_id, "p_users")
-            ),
-            parameters,
-        )
-    }
-    flags = {
-        int(row.user_id): (bool(row.frozen), int(row.points_debt))
-        for row in connection.execute(
-            select(accounts.c.user_id, accounts.c.frozen, accounts.c.points_debt).where(
-                user_in(connection, accounts.c.user_id, "p_users")
-            ),
-            parameters,
-        )
-    }
-    expired = {
-        int(row.user_id): int(row.points)
-        for row in connection.execute(
-            select(points_lots.c.user_id, func.sum(points_lots.c.remaining).label("points"))
-            .where(
-                user_in(connection, points_lots.c.user_id, "p_users"),
-                points_lots.c.remaining > 0,
-                points_lots.c.expires_at_us <= bindparam("p_now_us"),
-            )
-            .group_by(points_lots.c.user_id),
-            parameters,
-        )
-    }
-    wallets: dict[int, WalletView] = {}
-    for user in users:
-        views = []
-        for asset in Asset:
-            available, held = amounts.get((user, asset.value), (0, 0))
-            if asset is Asset.POINTS:
-                available -= expired.get(user, 0)
-            views.append(BalanceView(asset.value, available, held))
-        frozen, debt = flags.get(user, (False, 0))
-        wallets[user] = WalletView(user_id=user, balances=tuple(views), frozen=frozen, points_debt=debt)
-    return wallets

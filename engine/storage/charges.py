@@ -6,16 +6,19 @@ A charge's status changes only through :func:`change_status`, which applies the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, select, text
+from sqlalchemy.exc import IntegrityError
 
 from engine.domain.charge_status import ChargeEvent, ChargeStatus, transition
 from engine.domain.leg_kind import LegKind
 from engine.domain.results import Breakdown, ChargeView, RefundView
 from engine.domain.serialization import loads
+from engine.storage.bulk import insert_rows, is_postgresql, pg_arrays
 from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import LIVE_CHARGE_STATUSES, charge_items, charge_legs, charges, refunds
 
@@ -30,10 +33,14 @@ __all__ = [
     "due_hold_ids",
     "due_holds_summary",
     "insert_charge",
+    "insert_charges",
     "insert_items",
     "insert_legs",
+    "insert_legs_of_charges",
     "insert_refund",
+    "is_live_order_conflict",
     "live_charge_for_order",
+    "live_orders",
     "lock_charge",
     "read_charge_row",
     "read_items",
@@ -86,6 +93,44 @@ def insert_charge(connection: Connection, charge: NewCharge) -> None:
         _INSERT_CHARGE,
         dict(values, refunded_amount=0, released_amount=0, updated_at_us=charge.created_at_us),
     )
+
+
+def is_live_order_conflict(error: IntegrityError) -> bool:
+    """Whether the live-order unique index refused a charge row (PostgreSQL names the index,
+    SQLite its columns)."""
+    message = str(error.orig)
+    return "ux_charges_live_order" in message or "charges.user_id" in message
+
+
+#: Columns a new charge row starts with beyond :class:`NewCharge`'s fields.
+_NEW_CHARGE_FIELDS = tuple(NewCharge.__dataclass_fields__)
+
+
+def insert_charges(connection: Connection, new_charges: Sequence[NewCharge]) -> None:
+    """:func:`insert_charge` for many charges in one statement; the live-order unique index may
+    refuse it (``IntegrityError``, failing the transaction)."""
+    if not new_charges:
+        return
+    columns: dict[str, list[Any]] = {
+        name: [getattr(charge, name) for charge in new_charges] for name in _NEW_CHARGE_FIELDS
+    }
+    columns["status"] = [charge.status.value for charge in new_charges]
+    columns["refunded_amount"] = [0] * len(new_charges)
+    columns["released_amount"] = [0] * len(new_charges)
+    columns["updated_at_us"] = list(columns["created_at_us"])
+    insert_rows(connection, charges, columns)
+
+
+def insert_legs_of_charges(connection: Connection, legs: Sequence[tuple[str, dict[str, object]]]) -> None:
+    """:func:`insert_legs` for the legs of many charges (``(charge_id, leg row)`` pairs) in one
+    statement."""
+    if not legs:
+        return
+    names = ("leg_index", "kind", "instrument", "value", "units", "captured_value", "captured_units")
+    columns: dict[str, list[object]] = {"charge_id": [charge_id for charge_id, _ in legs]}
+    for name in names:
+        columns[name] = [row[name] for _, row in legs]
+    insert_rows(connection, charge_legs, columns)
 
 
 def insert_items(connection: Connection, charge_id: str, items: Sequence[dict[str, object]]) -> None:
@@ -253,6 +298,46 @@ def live_charge_for_order(
             charges.c.status.in_(LIVE_CHARGE_STATUSES),
         )
     ).scalar_one_or_none()
+
+
+_LIVE_ORDER_FILTER = (
+    "ON c.user_id = o.user_id AND c.merchant_id = o.merchant_id AND c.order_id = o.order_id "
+    f"WHERE c.kind = '{ORDER_CHARGE_KIND}' AND c.status IN "
+    f"({', '.join(repr(status) for status in LIVE_CHARGE_STATUSES)})"
+)
+#: The orders arrive as three arrays (PostgreSQL) or one JSON list of triples (SQLite): one
+#: statement text for any number of them.
+_LIVE_ORDERS = {
+    "postgresql": text(
+        "SELECT c.user_id, c.merchant_id, c.order_id FROM charges AS c JOIN unnest("
+        "CAST(:user_id AS BIGINT[]), CAST(:merchant_id AS TEXT[]), CAST(:order_id AS TEXT[])"
+        f") AS o(user_id, merchant_id, order_id) {_LIVE_ORDER_FILTER}"
+    ),
+    "sqlite": text(
+        "SELECT c.user_id, c.merchant_id, c.order_id FROM charges AS c JOIN ("
+        "SELECT json_extract(value, '$[0]') AS user_id, json_extract(value, '$[1]') AS merchant_id, "
+        f"json_extract(value, '$[2]') AS order_id FROM json_each(:orders)) AS o {_LIVE_ORDER_FILTER}"
+    ),
+}
+
+
+def live_orders(connection: Connection, orders: Sequence[tuple[int, str, str]]) -> set[tuple[int, str, str]]:
+    """Which ``(user_id, merchant_id, order_id)`` of ``orders`` already have a live charge (the
+    rows :func:`insert_charge`'s unique index would refuse a second one for)."""
+    if not orders:
+        return set()
+    if is_postgresql(connection):
+        parameters: dict[str, str] = pg_arrays(
+            {
+                "user_id": [user for user, _, _ in orders],
+                "merchant_id": [merchant for _, merchant, _ in orders],
+                "order_id": [order for _, _, order in orders],
+            }
+        )
+    else:
+        parameters = {"orders": json.dumps([list(order) for order in orders])}
+    rows = connection.execute(_LIVE_ORDERS[connection.dialect.name], parameters).all()
+    return {(int(row.user_id), str(row.merchant_id), str(row.order_id)) for row in rows}
 
 
 def lock_charge(connection: Connection, charge_id: str) -> Row | None:  # type: ignore[type-arg]

@@ -127,10 +127,24 @@ def claim_keys(connection: Connection, rows: Columns) -> set[tuple[int, str]]:
     if is_postgresql(connection):
         result = connection.execute(_PG_CLAIM_KEYS, pg_arrays({name: rows[name] for name in _CLAIM_COLUMNS}))
     else:
-        result = connection.execute(
-            _SQLITE_CLAIM_KEYS, [{**row, "response": None} for row in as_dicts(rows)]
-        )
+        result = connection.execute(_SQLITE_CLAIM_KEYS, [{**row, "response": None} for row in as_dicts(rows)])
     return {(int(row.user_id), str(row.idempotency_key)) for row in result}
+
+
+def release_keys(connection: Connection, pairs: Sequence[tuple[int, str]]) -> None:
+    """Drop the claims of ``(user_id, key)`` pairs this transaction made for requests it then
+    refused: as a refused single request's rollback does, so a retry may take the key."""
+    if not pairs:
+        return
+    connection.execute(
+        idempotency_keys.delete().where(
+            tuple_(idempotency_keys.c.user_id, idempotency_keys.c.idempotency_key).in_(
+                bindparam("p_pairs", expanding=True)
+            ),
+            idempotency_keys.c.response.is_(None),
+        ),
+        {"p_pairs": list(pairs)},
+    )
 
 
 def read_keys(connection: Connection, pairs: Sequence[tuple[int, str]]) -> dict[tuple[int, str], StoredKey]:

@@ -36,6 +36,7 @@ _CONNECTION_SQLSTATE_PREFIXES = ("08", "57P")
 
 __all__ = [
     "BatchTransaction",
+    "ConcurrentChange",
     "RequestOutcome",
     "UnitOfWork",
     "WriteOutcomes",
@@ -102,8 +103,16 @@ def sqlstate(error: BaseException) -> str:
     return str(getattr(original, "sqlstate", "") or "")
 
 
+class ConcurrentChange(Exception):
+    """A row read for a decision changed before the write that relied on it (the write's
+    condition refused it): like a serialization failure, the whole transaction is rerun."""
+
+
 def is_transient(error: BaseException) -> bool:
-    """Serialization failures, deadlocks and SQLite's busy lock: rerun the transaction."""
+    """Serialization failures, deadlocks, a :class:`ConcurrentChange` and SQLite's busy lock:
+    rerun the transaction."""
+    if isinstance(error, ConcurrentChange):
+        return True
     if not isinstance(error, DBAPIError):
         return False
     if sqlstate(error) in _RETRYABLE_SQLSTATES:

@@ -5,11 +5,14 @@ mutation's answer carries (CONTRACT §2)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Sequence
 
 from sqlalchemy import Connection, bindparam, or_, select, text
 
 from engine.domain.money import Asset
 from engine.domain.results import BalanceView, GiftCardView, PointsLotView, WalletView
+from engine.storage.bulk import array_literal, is_postgresql
 from engine.storage.coupons import read_coupon_views
 from engine.storage.schema import gift_cards, points_lots
 
@@ -18,16 +21,25 @@ MAX_LISTED_PER_KIND = 200
 
 
 #: Balances, the account flags and the points of lots past expiry that the job has not processed
-#: yet, in one round trip: this is read for every mutation's answer, so it must stay cheap.
-_SUMMARY = text(
-    "SELECT asset AS kind, available AS first, held AS second FROM balances WHERE user_id = :user_id "
+#: yet, of every user bound as ``:users``, in one round trip: this is read for every mutation's
+#: answer, so it must stay cheap. The users arrive as one array (PostgreSQL) or one JSON list
+#: (SQLite), so the statement's text is the same for any number of them.
+_SUMMARY_OF_USERS = (
+    "SELECT user_id, asset AS kind, available AS first, held AS second FROM balances "
+    "WHERE user_id IN (SELECT user_id FROM users) "
     "UNION ALL "
-    "SELECT '~account', CASE WHEN frozen THEN 1 ELSE 0 END, points_debt FROM accounts "
-    "WHERE user_id = :user_id "
+    "SELECT user_id, '~account', CASE WHEN frozen THEN 1 ELSE 0 END, points_debt FROM accounts "
+    "WHERE user_id IN (SELECT user_id FROM users) "
     "UNION ALL "
-    "SELECT '~expired_lots', COALESCE(SUM(remaining), 0), 0 FROM points_lots "
-    "WHERE user_id = :user_id AND remaining > 0 AND expires_at_us <= :now_us"
+    "SELECT user_id, '~expired_lots', COALESCE(SUM(remaining), 0), 0 FROM points_lots "
+    "WHERE user_id IN (SELECT user_id FROM users) AND remaining > 0 AND expires_at_us <= :now_us "
+    "GROUP BY user_id"
 )
+_USERS = {
+    "postgresql": "WITH users AS (SELECT unnest(CAST(:users AS BIGINT[])) AS user_id) ",
+    "sqlite": "WITH users AS (SELECT value AS user_id FROM json_each(:users)) ",
+}
+_SUMMARY = {dialect: text(users + _SUMMARY_OF_USERS) for dialect, users in _USERS.items()}
 _LIVE_LOTS = (
     select(
         points_lots.c.lot_id,
@@ -56,12 +68,27 @@ _EXPIRED_LOTS = "~expired_lots"
 def read_wallet_balances(connection: Connection, user_id: int, now_us: int) -> WalletView:
     """Balances, ``frozen`` and the points debt as this transaction sees them, in one statement:
     what a mutation answers with. Lots, coupons and gift cards are left empty (GetWallet has them)."""
-    summary = {
-        row.kind: (int(row.first), int(row.second))
-        for row in connection.execute(_SUMMARY, {"user_id": user_id, "now_us": now_us})
-    }
+    return read_balance_wallets(connection, [user_id], now_us)[user_id]
+
+
+def read_balance_wallets(
+    connection: Connection, user_ids: Sequence[int], now_us: int
+) -> dict[int, WalletView]:
+    """:func:`read_wallet_balances` of each of ``user_ids`` (a batch's answers), one statement
+    for all. POINTS ``available`` leaves out lots past their expiry that the expiry job has not
+    processed yet: such a lot stops counting at that instant, before the job writes its entry."""
+    if not user_ids:
+        return {}
+    users = sorted(set(user_ids))
+    bound = array_literal(users) if is_postgresql(connection) else json.dumps(users)
+    summary: dict[int, dict[str, tuple[int, int]]] = {user: {} for user in users}
+    for row in connection.execute(_SUMMARY[connection.dialect.name], {"users": bound, "now_us": now_us}):
+        summary[int(row.user_id)][row.kind] = (int(row.first), int(row.second))
+    return {user: _wallet_view(user, rows) for user, rows in summary.items()}
+
+
+def _wallet_view(user_id: int, summary: dict[str, tuple[int, int]]) -> WalletView:
     frozen, points_debt = summary.get(_ACCOUNT, (0, 0))
-    # A lot past its expiry stops counting at that instant, before the job writes its entry.
     expired_unprocessed, _ = summary.get(_EXPIRED_LOTS, (0, 0))
     balance_views = []
     for asset in Asset:

@@ -4,11 +4,13 @@ failure reruns the batch one by one, and nothing is doubled."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
 
 from engine.domain.commands import ChargeCommand, FreezeAccountCommand, IssueCommand, TopUpSpec
 from engine.domain.errors import CofferError, Reason
@@ -16,10 +18,11 @@ from engine.domain.money import Asset
 from engine.domain.results import ChargeResult
 from engine.service.account_admin import set_account_frozen
 from engine.service.audit import audit
-from engine.service.charge import charge
+from engine.service.charge import charge, charge_joinable
 from engine.service.context import EngineContext
 from engine.service.group_commit import (
     GroupCommit,
+    Joinable,
     PendingWrite,
     ShardWriter,
     batch_order,
@@ -38,11 +41,23 @@ def _top_up(context: EngineContext, user_id: int, amount: int) -> None:
     issue(context, IssueCommand(f"top-{user_id}", user_id, TopUpSpec(amount, Asset.CASH, "alipay", "x")))
 
 
-def _pending(context: EngineContext, command: ChargeCommand) -> PendingWrite[str]:
+@pytest.fixture(params=["alone", "joined"])
+def form(request: pytest.FixtureRequest) -> str:
+    """How the writer gets a charge: as work to run alone, or (as the gRPC handler submits a
+    cash-only charge) also joinable with its neighbours (engine.service.cash_charges)."""
+    return str(request.param)
+
+
+def _joinable(context: EngineContext, command: ChargeCommand, form: str) -> Joinable | None:
+    return charge_joinable(context, command, None, lambda result: result) if form == "joined" else None
+
+
+def _pending(context: EngineContext, command: ChargeCommand, form: str = "alone") -> PendingWrite[str]:
     return PendingWrite(
         route_for_user(context, command.user_id),
         lambda: charge(context, command),
         command.idempotency_key,
+        joinable=_joinable(context, command, form),
     )
 
 
@@ -71,7 +86,7 @@ def _outcome(request: PendingWrite[Any]) -> str:
     return "replayed" if result.replayed else "ok"
 
 
-def test_one_batch_gives_each_request_its_own_answer(engine_context: EngineContext) -> None:
+def test_one_batch_gives_each_request_its_own_answer(engine_context: EngineContext, form: str) -> None:
     context = engine_context
     for user_id in (GOOD, POOR, FROZEN, COUPON_OWNER, REPLAYER):
         _top_up(context, user_id, 1_000 if user_id != POOR else 100)
@@ -81,13 +96,17 @@ def test_one_batch_gives_each_request_its_own_answer(engine_context: EngineConte
     earlier = charge(context, ChargeCommand("paid-before", REPLAYER, "o-before", "m", "", 50))
 
     batch = [
-        _pending(context, ChargeCommand("good", GOOD, "o-good", "m", "", 300)),
-        _pending(context, ChargeCommand("overdraft", POOR, "o-poor", "m", "", 500)),
-        _pending(context, ChargeCommand("paid-before", REPLAYER, "o-before", "m", "", 50)),
-        _pending(context, ChargeCommand("paid-before", REPLAYER, "o-other", "m", "", 70)),
-        _pending(context, ChargeCommand("frozen", FROZEN, "o-frozen", "m", "", 10)),
-        _pending(context, ChargeCommand("coupon-1", COUPON_OWNER, "o-c1", "m", "", 400, coupon_ids=coupons)),
-        _pending(context, ChargeCommand("coupon-2", COUPON_OWNER, "o-c2", "m", "", 400, coupon_ids=coupons)),
+        _pending(context, ChargeCommand("good", GOOD, "o-good", "m", "", 300), form),
+        _pending(context, ChargeCommand("overdraft", POOR, "o-poor", "m", "", 500), form),
+        _pending(context, ChargeCommand("paid-before", REPLAYER, "o-before", "m", "", 50), form),
+        _pending(context, ChargeCommand("paid-before", REPLAYER, "o-other", "m", "", 70), form),
+        _pending(context, ChargeCommand("frozen", FROZEN, "o-frozen", "m", "", 10), form),
+        _pending(
+            context, ChargeCommand("coupon-1", COUPON_OWNER, "o-c1", "m", "", 400, coupon_ids=coupons), form
+        ),
+        _pending(
+            context, ChargeCommand("coupon-2", COUPON_OWNER, "o-c2", "m", "", 400, coupon_ids=coupons), form
+        ),
     ]
     writer = _run(context, batch)
     assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
@@ -113,7 +132,9 @@ def test_one_batch_gives_each_request_its_own_answer(engine_context: EngineConte
     assert audit(context).ok
 
 
-def test_a_retry_in_the_same_batch_as_its_original_replays_it(engine_context: EngineContext) -> None:
+def test_a_retry_in_the_same_batch_as_its_original_replays_it(
+    engine_context: EngineContext, form: str
+) -> None:
     """The answers and audit rows of a batch are written together just before its COMMIT, so a
     retry that lands in the same batch as its original must still replay it — and a refused
     request must leave neither answer nor audit row behind for its retry to find."""
@@ -121,11 +142,11 @@ def test_a_retry_in_the_same_batch_as_its_original_replays_it(engine_context: En
     _top_up(context, GOOD, 1_000)
     _top_up(context, POOR, 100)
     batch = [
-        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh", "m", "", 300)),
-        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh", "m", "", 300)),
-        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh-2", "m", "", 300)),
-        _pending(context, ChargeCommand("too-much", POOR, "o-poor", "m", "", 500)),
-        _pending(context, ChargeCommand("too-much", POOR, "o-poor", "m", "", 60)),
+        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh", "m", "", 300), form),
+        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh", "m", "", 300), form),
+        _pending(context, ChargeCommand("fresh", GOOD, "o-fresh-2", "m", "", 300), form),
+        _pending(context, ChargeCommand("too-much", POOR, "o-poor", "m", "", 500), form),
+        _pending(context, ChargeCommand("too-much", POOR, "o-poor", "m", "", 60), form),
     ]
     writer = _run(context, batch)
     assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
@@ -151,7 +172,7 @@ def test_a_retry_in_the_same_batch_as_its_original_replays_it(engine_context: En
     assert audit(context).ok
 
 
-def test_an_unexpected_failure_reruns_the_batch_one_by_one(engine_context: EngineContext) -> None:
+def test_an_unexpected_failure_reruns_the_batch_one_by_one(engine_context: EngineContext, form: str) -> None:
     context = engine_context
     _top_up(context, GOOD, 1_000)
 
@@ -160,10 +181,10 @@ def test_an_unexpected_failure_reruns_the_batch_one_by_one(engine_context: Engin
         raise RuntimeError("boom")
 
     batch = [
-        _pending(context, ChargeCommand("a", GOOD, "o-a", "m", "", 100)),
+        _pending(context, ChargeCommand("a", GOOD, "o-a", "m", "", 100), form),
         PendingWrite(route_for_user(context, GOOD), broken, "broken"),
-        _pending(context, ChargeCommand("b", GOOD, "o-b", "m", "", 2_000)),
-        _pending(context, ChargeCommand("c", GOOD, "o-c", "m", "", 200)),
+        _pending(context, ChargeCommand("b", GOOD, "o-b", "m", "", 2_000), form),
+        _pending(context, ChargeCommand("c", GOOD, "o-c", "m", "", 200), form),
     ]
     writer = _run(context, batch)
     assert (writer.batches_committed, writer.batches_rerun) == (0, 1)
@@ -175,7 +196,7 @@ def test_an_unexpected_failure_reruns_the_batch_one_by_one(engine_context: Engin
     assert audit(context).ok
 
 
-def test_a_failed_commit_is_rerun_and_nothing_doubles(pg_context: EngineContext) -> None:
+def test_a_failed_commit_is_rerun_and_nothing_doubles(pg_context: EngineContext, form: str) -> None:
     """The batch's connection dies under it (as pg_terminate_backend does): the rerun opens its
     own transactions and every request is applied exactly once."""
     context = pg_context
@@ -191,8 +212,8 @@ def test_a_failed_commit_is_rerun_and_nothing_doubles(pg_context: EngineContext)
         return None
 
     batch = [
-        _pending(context, ChargeCommand("a", GOOD, "o-a", "m", "", 100)),
-        _pending(context, ChargeCommand("b", GOOD, "o-b", "m", "", 200)),
+        _pending(context, ChargeCommand("a", GOOD, "o-a", "m", "", 100), form),
+        _pending(context, ChargeCommand("b", GOOD, "o-b", "m", "", 200), form),
     ]
     killer = PendingWrite(route_for_user(context, GOOD), kill_my_connection, "killer")
     try:
@@ -218,7 +239,9 @@ def test_batch_order_sorts_by_user_and_keeps_each_users_arrival_order(engine_con
     assert [item.token for item in batch_order(batch)] == ["3a", "9a", "9b", "fence", "1a"]
 
 
-def test_five_hundred_charges_for_one_user_end_at_the_exact_balance(engine_context: EngineContext) -> None:
+def test_five_hundred_charges_for_one_user_end_at_the_exact_balance(
+    engine_context: EngineContext, form: str
+) -> None:
     context = engine_context
     _top_up(context, GOOD, 3_000)
     settled: list[PendingWrite[int]] = []
@@ -232,12 +255,16 @@ def test_five_hundred_charges_for_one_user_end_at_the_exact_balance(engine_conte
 
     group_commit: GroupCommit[int] = GroupCommit(context.router, deliver)
 
+    def command(index: int) -> ChargeCommand:
+        return ChargeCommand(f"c-{index}", GOOD, f"o-{index}", "m", "", 7)
+
     def work(index: int) -> Callable[[], object]:
-        return lambda: charge(context, ChargeCommand(f"c-{index}", GOOD, f"o-{index}", "m", "", 7))
+        return lambda: charge(context, command(index))
 
     try:
         for index in range(count):
-            group_commit.submit(route_for_user(context, GOOD), work(index), index)
+            joinable = _joinable(context, command(index), form)
+            group_commit.submit(route_for_user(context, GOOD), work(index), index, joinable)
         assert done.wait(120), f"{len(settled)} of {count} settled"
     finally:
         group_commit.stop()
@@ -273,4 +300,57 @@ def test_a_refusal_after_a_kept_savepoint_reruns_the_batch(engine_context: Engin
     # One by one, as a lone request runs: each charge applied exactly once.
     assert available(get_wallet(context, GOOD)) == 700
     assert transaction_count(context, GOOD, "CHARGE") == 2
+    assert audit(context).ok
+
+
+def test_a_joined_run_answers_each_charge_with_its_own_wallet(engine_context: EngineContext) -> None:
+    """One user's cash charges joined in one run: checked and debited in arrival order, each
+    answer carrying the wallet right after its own debit, a refusal in the middle leaving the
+    later ones their chance."""
+    context = engine_context
+    _top_up(context, GOOD, 1_000)
+    amounts = [300, 500, 400, 200]
+    batch = [
+        _pending(context, ChargeCommand(f"k{index}", GOOD, f"o{index}", "m", "", amount), "joined")
+        for index, amount in enumerate(amounts)
+    ]
+    writer = _run(context, batch)
+    assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
+    assert [_outcome(request) for request in batch] == ["ok", "ok", Reason.INSUFFICIENT_FUNDS.label, "ok"]
+    wallets = [request.result.wallet for request in batch if isinstance(request.result, ChargeResult)]
+    assert [available(wallet) for wallet in wallets] == [700, 200, 0]
+    assert available(get_wallet(context, GOOD)) == 0
+    replay = charge(context, ChargeCommand("k1", GOOD, "o1", "m", "", 500))
+    first = batch[1].result
+    assert isinstance(first, ChargeResult)
+    assert replay.replayed and replay == dataclasses.replace(first, replayed=True)
+    with pytest.raises(CofferError) as refused:  # its key was released: checked afresh, refused again
+        charge(context, ChargeCommand("k2", GOOD, "o2", "m", "", 400))
+    assert refused.value.reason is Reason.INSUFFICIENT_FUNDS
+    assert audit(context).ok
+
+
+def test_a_joined_run_costs_a_fixed_number_of_statements(engine_context: EngineContext) -> None:
+    """Forty cash charges of forty users, joined: one statement per table for all of them, not
+    nine per charge (what makes group commit pay on the hot path)."""
+    context = engine_context
+    users = [2 * index for index in range(1, 41)]  # even users: shard 0
+    for user_id in users:
+        _top_up(context, user_id, 1_000)
+    batch = [_pending(context, ChargeCommand(f"k{u}", u, f"o{u}", "m", "", 10), "joined") for u in users]
+    engine = context.router.for_user(GOOD).engine
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        writer = _run(context, batch)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
+    assert [_outcome(request) for request in batch] == ["ok"] * len(users)
+    assert len(statements) <= 20, statements
+    assert all(available(get_wallet(context, user_id)) == 990 for user_id in users)
     assert audit(context).ok

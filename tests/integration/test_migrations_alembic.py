@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 from engine.config import Settings
 from engine.domain.commands import ChargeCommand, IssueCommand, RefundCommand, TopUpSpec
 from engine.domain.money import Asset
-from engine.service import idempotent
+from engine.service import cash_charges, idempotent
 from engine.service.audit import audit
 from engine.service.charge import charge
 from engine.service.context import EngineContext
@@ -95,6 +95,7 @@ def test_a_version_1_shard_is_adopted_without_losing_a_row(
     with monkeypatch.context() as before_audit_trail:
         # Engines of schema version 1 wrote no audit trail (its tables come with revision 0002).
         before_audit_trail.setattr(idempotent, "write_outcomes", _store_answers_only)
+        before_audit_trail.setattr(cash_charges, "write_outcomes", _store_answers_only)
         _money_moves(context, "before")
     before = _snapshots(router)
     assert all(rows["ledger_entries"] and rows["refunds"] for rows in before)
