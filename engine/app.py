@@ -13,6 +13,7 @@ through :mod:`engine.worker`).
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import dataclasses
 import logging
@@ -251,6 +252,7 @@ class EngineServer:
                 "(COFFER_METRICS_PORT; 0 turns metrics off)"
             ) from error
         await self.server.start()
+        _settle_garbage_collector()
         logger.info(
             "listening on %s (port %d); waiting up to %gs for %d shard(s)",
             self.settings.listen,
@@ -336,6 +338,23 @@ async def _main(settings: Settings, *, share_port: bool = False) -> None:
     # grpc.aio binds its server to the running loop, so it is built inside it.
     server = EngineServer(settings, share_port=share_port)
     await server.serve_until_signalled()
+
+
+#: Allocations between young-generation collections (CPython's default is 700). A request
+#: allocates thousands of short-lived objects; collecting every 700 of them costs CPU for nothing
+#: (they die young by reference counting), and every tenth young collection scans more.
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def _settle_garbage_collector() -> None:
+    """Once the engine is built: move everything allocated so far (modules, statements, the
+    server) out of the collector's sight (``gc.freeze``), so a full collection scans only what
+    requests left behind — an unfrozen one paused the engine for 25–200 ms under load — and
+    collect the young generation less often."""
+    gc.collect()
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def _serve(settings: Settings, *, share_port: bool = False) -> int:

@@ -13,9 +13,10 @@ item in its own transaction. Each charge still gets exactly the answer it would 
   enough cash — and in arrival order, so a user's second charge sees the first one's debit;
 * a refused charge leaves nothing behind: its key claim is dropped and nothing else was
   written for it;
-* the debits are one conditional ``UPDATE`` (engine.storage.balances.debit_available_many) whose
-  condition is the single debit's: a row that no longer holds what was read (another engine's
-  transaction in between) fails the statement, and the whole transaction is rerun.
+* the users' CASH rows are locked in user order (the order every batch locks in) before they
+  are read, and the debits are one conditional ``UPDATE``
+  (engine.storage.balances.debit_available_many) whose condition is the single debit's; a row
+  it refuses after all fails the call, and the whole transaction is rerun.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from engine.service.context import EngineContext
 from engine.service.group_commit import Joinable
 from engine.service.idempotent import acknowledged, answer_claimed_before, key_in_use
 from engine.storage.accounts import frozen_account
-from engine.storage.balances import debit_available_many, insufficient_funds
+from engine.storage.balances import debit_available_many, insufficient_funds, lock_balances
 from engine.storage.charges import (
     NewCharge,
     insert_charges,
@@ -297,7 +298,10 @@ def _decide(
     if not fresh:
         return _Decision([], [], {})
     commands = [items[index].command for index in fresh]
-    wallets = read_balance_wallets(connection, [command.user_id for command in commands], now_us)
+    users = [command.user_id for command in commands]
+    # Locked in user order before they are read, so the checks see what the debit will find.
+    lock_balances(connection, Asset.CASH, users)
+    wallets = read_balance_wallets(connection, users, now_us)
     live = live_orders(connection, [(c.user_id, c.merchant_id, c.order_id) for c in commands])
     cash = {user: _available(wallet, Asset.CASH) for user, wallet in wallets.items()}
     accepted: list[_Accepted] = []

@@ -33,9 +33,10 @@ from sqlalchemy import Connection
 
 from engine.domain.errors import CofferError, Reason, require
 from engine.service.context import EngineContext
+from engine.storage.errors import first_line
 from engine.storage.outcomes import write_outcomes
 from engine.storage.router import Shard, ShardRouter
-from engine.storage.unit_of_work import BatchTransaction
+from engine.storage.unit_of_work import BatchTransaction, is_lock_timeout, is_transient
 
 __all__ = [
     "MAX_BATCH_REQUESTS",
@@ -60,6 +61,13 @@ MAX_BATCH_REQUESTS = 64
 #: Requests waiting for one shard's writer; beyond it a request is refused as UNAVAILABLE
 #: (the server admits far fewer concurrent calls than this, so it is a bound, not a policy).
 MAX_QUEUED_REQUESTS = 4096
+#: Longest wait for a row lock inside a batch. Two engines' batches can wait on each other
+#: (the same key sent to both at once, a charge id's user locked after other users); PostgreSQL
+#: finds such a cycle only after ``deadlock_timeout`` (1 s by default), stalling both writers.
+#: A short wait ends it sooner: the batch that gave up runs again once, the other has committed.
+BATCH_LOCK_TIMEOUT_MS = 200
+#: A batch is run together at most this often before its requests are rerun one by one.
+BATCH_ATTEMPTS = 2
 #: How long stopping waits for a writer to finish what is queued.
 STOP_TIMEOUT_SECONDS = 30.0
 
@@ -234,35 +242,30 @@ class ShardWriter(Generic[Token]):
             self._drop_connection(broken=False)
 
     def run_batch(self, batch: Sequence[PendingWrite[Token]]) -> None:
-        """Run ``batch`` in one transaction, or (on an unexpected failure) one by one; when this
-        returns every request has its outcome and every effect it reports has committed."""
+        """Run ``batch`` in one transaction — again once if that met a deadlock, a serialization
+        failure or a lock wait past :data:`BATCH_LOCK_TIMEOUT_MS` — or else (and on any other
+        failure) one by one; when this returns every request has its outcome and every effect it
+        reports has committed."""
         ordered = batch_order(batch)
-        try:
-            with BatchTransaction(self.shard.engine, self._held_connection(), write_outcomes) as transaction:
-                for run in joined_runs(ordered):
-                    if run[0].joinable is not None:
-                        _run_joined(run, run[0].joinable)
-                        continue
-                    request = run[0]
-                    kept = transaction.savepoints_kept
-                    try:
-                        request.result = request.work()
-                        request.error = None
-                    except CofferError as refusal:
-                        if transaction.savepoints_kept != kept:
-                            raise  # refused after its effect was kept: only a rerun undoes it
-                        request.result, request.error = None, refusal
-                transaction.commit()
-            self.batches_committed += 1
-            return
-        except Exception as failure:  # every other failure means: rerun singly
-            logger.warning(
-                "a batch of %d on shard %d failed (%s); rerunning its requests one by one",
-                len(ordered),
-                self.shard.index,
-                type(failure).__name__,
-            )
-            self._drop_connection(broken=True)
+        for attempt in range(1, BATCH_ATTEMPTS + 1):
+            try:
+                self._run_together(ordered)
+                self.batches_committed += 1
+                return
+            except Exception as failure:
+                again = attempt < BATCH_ATTEMPTS and (is_transient(failure) or is_lock_timeout(failure))
+                logger.warning(
+                    "a batch of %d on shard %d failed (%s: %s); %s",
+                    len(ordered),
+                    self.shard.index,
+                    type(failure).__name__,
+                    first_line(failure),
+                    "running it again" if again else "rerunning its requests one by one",
+                )
+                # A transaction that only waited too long leaves a sound session behind.
+                self._drop_connection(broken=not again)
+                if not again:
+                    break
         self.batches_rerun += 1
         for request in ordered:
             # No batch is open on this thread now, so each request opens its own transaction.
@@ -270,6 +273,26 @@ class ShardWriter(Generic[Token]):
                 request.result, request.error = request.work(), None
             except Exception as error:  # delivered to that request's caller
                 request.result, request.error = None, error
+
+    def _run_together(self, ordered: Sequence[PendingWrite[Token]]) -> None:
+        connection = self._held_connection()
+        with BatchTransaction(
+            self.shard.engine, connection, write_outcomes, lock_timeout_ms=BATCH_LOCK_TIMEOUT_MS
+        ) as transaction:
+            for run in joined_runs(ordered):
+                if run[0].joinable is not None:
+                    _run_joined(run, run[0].joinable)
+                    continue
+                request = run[0]
+                kept = transaction.savepoints_kept
+                try:
+                    request.result = request.work()
+                    request.error = None
+                except CofferError as refusal:
+                    if transaction.savepoints_kept != kept:
+                        raise  # refused after its effect was kept: only a rerun undoes it
+                    request.result, request.error = None, refusal
+            transaction.commit()
 
     def _held_connection(self) -> Connection:
         if self._connection is None or self._connection.closed or self._connection.invalidated:

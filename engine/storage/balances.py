@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.domain.errors import CofferError, InvariantViolation, Reason, require
 from engine.domain.money import MAX_BALANCE_FEN, Asset, balance_limit_error
-from engine.storage.bulk import pg_arrays, unnest_select, user_in, users_parameter
+from engine.storage.bulk import pg_arrays, unnest_select, user_in_dialect, users_parameter
 from engine.storage.schema import balances
 from engine.storage.unit_of_work import ConcurrentChange
 
@@ -175,17 +175,32 @@ def credit_available_many(connection: Connection, credits: Sequence[tuple[int, A
         raise balance_limit_error(credits[0][1].value)
 
 
-def lock_points_balances(connection: Connection, user_ids: Sequence[int]) -> None:
-    """:func:`lock_points_balance` for many users at once, in user order."""
+def lock_balances(connection: Connection, asset: Asset, user_ids: Sequence[int]) -> None:
+    """Take the ``asset`` balance rows' locks of many users at once, in user order — the order
+    every batch takes them in, so two engines' batches never wait on each other in a cycle
+    (PostgreSQL; SQLite already serializes writers). A multi-row ``UPDATE`` alone would lock its
+    rows in whatever order its join visits them."""
     if not user_ids or connection.dialect.name != "postgresql":
         return
     connection.execute(
-        select(balances.c.user_id)
-        .where(user_in(connection, balances.c.user_id, "p_users"), balances.c.asset == Asset.POINTS.value)
-        .order_by(balances.c.user_id)
-        .with_for_update(),
-        {"p_users": users_parameter(connection, sorted(user_ids))},
+        _lock_balances_statement(asset),
+        {"p_users": users_parameter(connection, sorted(set(user_ids)))},
     ).all()
+
+
+@functools.cache
+def _lock_balances_statement(asset: Asset) -> Any:
+    return (
+        select(balances.c.user_id)
+        .where(user_in_dialect("postgresql", balances.c.user_id, "p_users"), balances.c.asset == asset.value)
+        .order_by(balances.c.user_id)
+        .with_for_update()
+    )
+
+
+def lock_points_balances(connection: Connection, user_ids: Sequence[int]) -> None:
+    """:func:`lock_points_balance` for many users at once, in user order."""
+    lock_balances(connection, Asset.POINTS, user_ids)
 
 
 _PG_DEBIT_MANY = text(

@@ -197,10 +197,18 @@ class BatchTransaction(_Transaction):
     written by :meth:`commit` with ``write_outcomes`` right before COMMIT: one statement per
     table for the whole batch. A request refused in its savepoint takes its outcome with it."""
 
-    def __init__(self, engine: Engine, connection: Connection, write_outcomes: WriteOutcomes) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        connection: Connection,
+        write_outcomes: WriteOutcomes,
+        *,
+        lock_timeout_ms: int | None = None,
+    ) -> None:
         self.engine = engine
         self.connection = connection
         self._write_outcomes = write_outcomes
+        self._lock_timeout_ms = lock_timeout_ms
         #: Savepoints whose work was kept: a refusal raised after one of them was kept (outside
         #: any savepoint) cannot be undone on its own, so the writer reruns the batch instead.
         self.savepoints_kept = 0
@@ -209,6 +217,10 @@ class BatchTransaction(_Transaction):
 
     def __enter__(self) -> BatchTransaction:
         self._begin(self.connection)
+        timeout_ms = self._lock_timeout_ms
+        if timeout_ms is not None and self.connection.dialect.name == "postgresql":
+            # For this transaction only (SET LOCAL): the session keeps the engine's own timeout.
+            self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
         _ambient.batch = self
         return self
 
