@@ -13,9 +13,9 @@ through :mod:`engine.worker`).
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import sys

@@ -55,16 +55,13 @@ from engine.service.context import EngineContext
 from engine.service.group_commit import Joinable
 from engine.service.idempotent import acknowledged, answer_claimed_before, key_in_use
 from engine.storage.accounts import frozen_account
-from engine.storage.balances import debit_available_many, insufficient_funds, lock_balances
+from engine.storage.balances import insufficient_funds
+from engine.storage.cash_charges import CashChargeReads, read_for_cash_charges, write_cash_charges
 from engine.storage.charges import (
     NewCharge,
-    insert_charges,
-    insert_legs_of_charges,
     is_live_order_conflict,
-    live_orders,
 )
-from engine.storage.idempotency import claim_keys, read_keys, release_keys
-from engine.storage.ledger import TransactionRecord, append_transactions
+from engine.storage.ledger import TransactionRecord
 from engine.storage.outcomes import write_outcomes
 from engine.storage.unit_of_work import (
     BatchTransaction,
@@ -74,7 +71,6 @@ from engine.storage.unit_of_work import (
     joined_batch,
     run_transaction,
 )
-from engine.storage.wallets import read_balance_wallets
 
 __all__ = [
     "CHARGE_OPERATION",
@@ -217,11 +213,12 @@ class _Accepted:
 
 @dataclass(frozen=True)
 class _Decision:
-    """What the checks left: the accepted charges (arrival order), the refused indexes and the
-    wallets read for them (the answers are built from these)."""
+    """What the checks left: the accepted charges (arrival order), the keys of the refused ones
+    (released: a refusal leaves no claim behind) and the wallets read for them (the answers are
+    built from these)."""
 
     accepted: list[_Accepted]
-    refused: list[int]
+    released: list[tuple[int, str]]
     wallets: dict[int, WalletView]
 
 
@@ -233,7 +230,7 @@ def _apply(
     now_us: int,
 ) -> list[CashOutcome]:
     outcomes: list[CashOutcome | None] = [None] * len(items)
-    claimed = claim_keys(
+    reads = read_for_cash_charges(
         connection,
         {
             "user_id": [item.command.user_id for item in items],
@@ -242,11 +239,11 @@ def _apply(
             "request_digest": [item.digest for item in items],
             "created_at_us": [now_us] * len(items),
         },
+        [(c.user_id, c.merchant_id, c.order_id) for c in (item.command for item in items)],
+        now_us,
     )
-    _answer_claimed_before(connection, batch, items, claimed, outcomes)
-    fresh = [index for index, item in enumerate(items) if item.key in claimed]
-    decision = _decide(context, connection, items, fresh, outcomes, now_us)
-    release_keys(connection, [items[index].key for index in decision.refused])
+    _answer_claimed_before(batch, items, reads, outcomes)
+    decision = _decide(context, items, reads, outcomes)
     written = _write(context, connection, decision, outcomes, now_us)
     if batch is not None:
         for outcome in written:
@@ -259,21 +256,17 @@ def _apply(
 
 
 def _answer_claimed_before(
-    connection: Connection,
     batch: BatchTransaction | None,
     items: Sequence[CashCharge],
-    claimed: set[tuple[int, str]],
+    reads: CashChargeReads,
     outcomes: list[CashOutcome | None],
 ) -> None:
     """Replays and reuses: the keys of ``items`` that an earlier request claimed."""
-    earlier = [index for index, item in enumerate(items) if item.key not in claimed]
-    if not earlier:
-        return
-    stored = read_keys(connection, [items[index].key for index in earlier])
-    for index in earlier:
-        item = items[index]
+    for index, item in enumerate(items):
+        if item.key in reads.claimed:
+            continue
         user_id, key = item.key
-        claim = stored.get(item.key)
+        claim = reads.earlier.get(item.key)
         if claim is None:  # its claimer rolled back after our insert met its claim: retry
             outcomes[index] = key_in_use(key)
             continue
@@ -287,26 +280,21 @@ def _answer_claimed_before(
 
 def _decide(
     context: EngineContext,
-    connection: Connection,
     items: Sequence[CashCharge],
-    fresh: Sequence[int],
+    reads: CashChargeReads,
     outcomes: list[CashOutcome | None],
-    now_us: int,
 ) -> _Decision:
     """The single path's checks, in its order and in arrival order: frozen wallet, a live charge
     for the order, enough cash."""
-    if not fresh:
-        return _Decision([], [], {})
-    commands = [items[index].command for index in fresh]
-    users = [command.user_id for command in commands]
-    # Locked in user order before they are read, so the checks see what the debit will find.
-    lock_balances(connection, Asset.CASH, users)
-    wallets = read_balance_wallets(connection, users, now_us)
-    live = live_orders(connection, [(c.user_id, c.merchant_id, c.order_id) for c in commands])
+    wallets = reads.wallets
+    live = set(reads.live)
     cash = {user: _available(wallet, Asset.CASH) for user, wallet in wallets.items()}
     accepted: list[_Accepted] = []
     refused: list[int] = []
-    for index, command in zip(fresh, commands, strict=True):
+    for index, item in enumerate(items):
+        if item.key not in reads.claimed:
+            continue
+        command = item.command
         user_id = command.user_id
         order = (user_id, command.merchant_id, command.order_id)
         plan = plan_charge(
@@ -330,8 +318,8 @@ def _decide(
             continue
         cash[user_id] -= plan.cash_amount
         live.add(order)
-        accepted.append(_Accepted(index, items[index], plan))
-    return _Decision(accepted, refused, wallets)
+        accepted.append(_Accepted(index, item, plan))
+    return _Decision(accepted, [items[index].key for index in refused], wallets)
 
 
 def _write(
@@ -341,12 +329,10 @@ def _write(
     outcomes: list[CashOutcome | None],
     now_us: int,
 ) -> list[RequestOutcome]:
-    """The accepted charges' rows — charges, one debit per user, legs, ledger — one statement per
-    table, in the single path's order (the charge row, then the balance); their answers and
-    stored outcomes."""
+    """The refused charges' claims released; the accepted charges' rows — charges, one debit per
+    user, legs, ledger — one statement per table, in the single path's order (the charge row,
+    then the balance); their answers and stored outcomes."""
     accepted = decision.accepted
-    if not accepted:
-        return []
     router = context.router
     rows: list[NewCharge] = []
     legs: list[tuple[str, dict[str, object]]] = []
@@ -387,17 +373,21 @@ def _write(
             )
         )
     try:
-        insert_charges(connection, rows)
+        after = write_cash_charges(
+            connection,
+            released=decision.released,
+            charges=rows,
+            debits=sorted(debits.items()),
+            legs=legs,
+            records=records,
+        )
     except IntegrityError as error:
         if is_live_order_conflict(error):
             # A twin for one of these orders committed after the look-up: rerun, and the look-up
             # sees it (the unique index made this statement wait for it).
             raise ConcurrentChange("an order got a live charge since it was looked up") from error
         raise
-    after = debit_available_many(connection, Asset.CASH, sorted(debits.items()))
-    insert_legs_of_charges(connection, legs)
-    append_transactions(connection, records)
-    return _answers(decision, after, outcomes, now_us)
+    return _answers(decision, after, outcomes, now_us) if accepted else []
 
 
 def _answers(

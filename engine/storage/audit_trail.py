@@ -27,13 +27,16 @@ from engine.domain.audit_events import (
 )
 from engine.domain.errors import require
 from engine.storage.bulk import (
+    array_literal,
     insert_rows,
+    insert_rows_query,
     is_postgresql,
     pg_arrays,
     unnest_select,
     user_in_dialect,
     users_parameter,
 )
+from engine.storage.pipeline import Query, run_pipelined, write
 from engine.storage.schema import audit_chain_heads, audit_events
 
 __all__ = [
@@ -42,7 +45,9 @@ __all__ = [
     "AuditFilter",
     "StoredAuditEvent",
     "append_audit_events",
+    "append_queries",
     "event_from_row",
+    "lock_heads_queries",
     "read_audit_events",
 ]
 
@@ -158,12 +163,72 @@ def _advance_heads(connection: Connection, heads: dict[int, tuple[int, str]]) ->
 def append_audit_events(connection: Connection, events: Sequence[AuditEvent]) -> None:
     """Append ``events`` (in order per user) to their users' chains: the heads locked in
     ascending user order (so two transactions cannot deadlock on them), the rows written and the
-    heads advanced with one statement each, whatever the number of events."""
+    heads advanced with one statement each, whatever the number of events. On PostgreSQL in two
+    round trips (engine.storage.pipeline): the heads, then the rows and the heads' new values."""
     require(len(events) <= MAX_EVENTS_PER_APPEND, "too many audit events in one append")
     if not events:
         return
     users = sorted({event.user_id for event in events})
-    heads = _lock_heads(connection, users)
+    if is_postgresql(connection):
+        heads = run_pipelined(connection, lock_heads_queries(users))[-1]
+        run_pipelined(connection, append_queries(events, heads))
+        return
+    rows, advanced = _chained(events, _lock_heads(connection, users))
+    insert_rows(connection, audit_events, rows)
+    _advance_heads(connection, advanced)
+
+
+def lock_heads_queries(users: Sequence[int]) -> list[Query[Any]]:
+    """The chain heads of ``users`` (ascending) created where missing (seq 0, the genesis hash;
+    a rival creating the same head makes ours wait for it) and then locked and read, as the
+    statements of a pipeline (PostgreSQL); the last one's answer is ``{user: (seq, hash)}``."""
+    require(list(users) == sorted(set(users)), "heads are locked in ascending user order")
+    create = insert_rows_query(
+        audit_chain_heads,
+        {"user_id": list(users), "seq": [0] * len(users), "hash": [GENESIS_HASH] * len(users)},
+        ignore_conflicts=True,
+    )
+    read = Query(
+        _heads_for_update_statement("postgresql"),
+        {"p_users": array_literal(list(users))},
+        lambda answer: _heads_of(users, answer[0]),
+    )
+    return [create, read]
+
+
+def append_queries(events: Sequence[AuditEvent], heads: dict[int, tuple[int, str]]) -> list[Query[None]]:
+    """``events`` chained after ``heads`` (as :func:`lock_heads_queries` read them): the rows and
+    the heads' new values, as two statements of a pipeline (PostgreSQL)."""
+    rows, advanced = _chained(events, heads)
+    users = sorted(advanced)
+    return [
+        insert_rows_query(audit_events, rows),
+        write(
+            _advance_heads_statement("postgresql"),
+            pg_arrays(
+                {
+                    "user_id": users,
+                    "seq": [advanced[user][0] for user in users],
+                    "hash": [advanced[user][1] for user in users],
+                }
+            ),
+        ),
+    ]
+
+
+def _heads_of(users: Sequence[int], rows: Sequence[Any]) -> dict[int, tuple[int, str]]:
+    heads = {int(row.user_id): (int(row.seq), str(row.hash)) for row in rows}
+    absent = [user_id for user_id in users if user_id not in heads]
+    require(not absent, f"audit chain heads missing after they were inserted: {absent[:5]}")
+    return heads
+
+
+def _chained(
+    events: Sequence[AuditEvent], heads: dict[int, tuple[int, str]]
+) -> tuple[dict[str, list[Any]], dict[int, tuple[int, str]]]:
+    """Each event after its user's head (and the one before it in ``events``): the rows to
+    insert, and where each chain then ends."""
+    heads = dict(heads)
     rows: dict[str, list[Any]] = {name: [] for name in (*AUDIT_EVENT_FIELDS, "hash")}
     for event in events:
         seq, previous = heads[event.user_id]
@@ -174,8 +239,7 @@ def append_audit_events(connection: Connection, events: Sequence[AuditEvent]) ->
             rows[name].append(value)
         rows["hash"].append(digest)
         heads[event.user_id] = (seq + 1, digest)
-    insert_rows(connection, audit_events, rows)
-    _advance_heads(connection, heads)
+    return rows, heads
 
 
 def event_from_row(row: Row[Any]) -> StoredAuditEvent:

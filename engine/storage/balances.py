@@ -14,7 +14,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from engine.domain.errors import CofferError, InvariantViolation, Reason, require
 from engine.domain.money import MAX_BALANCE_FEN, Asset, balance_limit_error
-from engine.storage.bulk import pg_arrays, unnest_select, user_in_dialect, users_parameter
+from engine.storage.bulk import array_literal, pg_arrays, unnest_select, user_in_dialect, users_parameter
+from engine.storage.pipeline import Query, write
 from engine.storage.schema import balances
 from engine.storage.unit_of_work import ConcurrentChange
 
@@ -228,26 +229,49 @@ def debit_available_many(
     ``asset`` in one conditional statement; the answer is each user's ``available`` after it.
 
     The caller decided these debits from balances it read in this transaction; a row whose
-    condition refuses the debit changed since (another engine's transaction): ConcurrentChange,
-    and the whole transaction is rerun."""
+    condition refuses the debit changed since (another engine's transaction, had the caller not
+    locked it): ConcurrentChange, and the whole transaction is rerun."""
     if not debits:
         return {}
-    require(len({user for user, _ in debits}) == len(debits), "one debit per user in a bulk debit")
-    require(all(amount > 0 for _, amount in debits), "bulk debits are positive")
+    _require_debits(debits)
     if connection.dialect.name == "postgresql":
-        rows = connection.execute(
-            _PG_DEBIT_MANY,
-            {
-                **pg_arrays({"user_id": [user for user, _ in debits], "amount": [a for _, a in debits]}),
-                "asset": asset.value,
-            },
-        ).all()
+        rows = connection.execute(_PG_DEBIT_MANY, _debit_parameters(asset, debits)).all()
     else:
         rows = connection.execute(
             _SQLITE_DEBIT_MANY,
             {"debits": json.dumps([list(debit) for debit in debits]), "asset": asset.value},
         ).all()
+    return _debited(asset, len(debits), rows)
+
+
+def debit_available_many_query(asset: Asset, debits: Sequence[tuple[int, int]]) -> Query[dict[int, int]]:
+    """:func:`debit_available_many` as one statement of a pipeline (PostgreSQL)."""
+    _require_debits(debits)
+    return Query(
+        _PG_DEBIT_MANY,
+        _debit_parameters(asset, debits),
+        lambda answer: _debited(asset, len(debits), answer[0]),
+    )
+
+
+def lock_balances_query(asset: Asset, user_ids: Sequence[int]) -> Query[None]:
+    """:func:`lock_balances` as one statement of a pipeline (PostgreSQL)."""
+    return write(_lock_balances_statement(asset), {"p_users": array_literal(sorted(set(user_ids)))})
+
+
+def _require_debits(debits: Sequence[tuple[int, int]]) -> None:
+    require(bool(debits), "a bulk debit has at least one row")
+    require(len({user for user, _ in debits}) == len(debits), "one debit per user in a bulk debit")
+    require(all(amount > 0 for _, amount in debits), "bulk debits are positive")
+
+
+def _debit_parameters(asset: Asset, debits: Sequence[tuple[int, int]]) -> dict[str, str]:
+    arrays = pg_arrays({"user_id": [user for user, _ in debits], "amount": [amount for _, amount in debits]})
+    return {**arrays, "asset": asset.value}
+
+
+def _debited(asset: Asset, expected: int, rows: Sequence[Any]) -> dict[int, int]:
     after = {int(row.user_id): int(row.available) for row in rows}
-    if len(after) != len(debits):
+    if len(after) != expected:
         raise ConcurrentChange(f"{asset.value} balances changed under a bulk debit")
     return after

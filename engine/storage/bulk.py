@@ -34,6 +34,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from engine.domain.errors import require
+from engine.storage.pipeline import Query, write
 from engine.storage.schema import accounts
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "as_dicts",
     "ensure_accounts",
     "insert_rows",
+    "insert_rows_query",
     "is_postgresql",
     "lock_points_debts",
     "pg_arrays",
@@ -140,6 +142,12 @@ def insert_rows(
         connection.execute(statement, pg_arrays(rows))
     else:
         connection.execute(statement, as_dicts(rows))
+
+
+def insert_rows_query(table: Table, rows: Columns, *, ignore_conflicts: bool = False) -> Query[None]:
+    """:func:`insert_rows` as one statement of a pipeline (PostgreSQL)."""
+    require(row_count(rows) > 0, "a pipelined insert has at least one row")
+    return write(_insert_statement("postgresql", table, tuple(rows), ignore_conflicts), pg_arrays(rows))
 
 
 def user_in(connection: Connection, column: ColumnElement[Any], name: str) -> ColumnElement[bool]:

@@ -18,7 +18,8 @@ from engine.domain.charge_status import ChargeEvent, ChargeStatus, transition
 from engine.domain.leg_kind import LegKind
 from engine.domain.results import Breakdown, ChargeView, RefundView
 from engine.domain.serialization import loads
-from engine.storage.bulk import insert_rows, is_postgresql, pg_arrays
+from engine.storage.bulk import insert_rows, insert_rows_query, is_postgresql, pg_arrays
+from engine.storage.pipeline import Query
 from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import LIVE_CHARGE_STATUSES, charge_items, charge_legs, charges, refunds
 
@@ -34,13 +35,16 @@ __all__ = [
     "due_holds_summary",
     "insert_charge",
     "insert_charges",
+    "insert_charges_query",
     "insert_items",
     "insert_legs",
     "insert_legs_of_charges",
+    "insert_legs_query",
     "insert_refund",
     "is_live_order_conflict",
     "live_charge_for_order",
     "live_orders",
+    "live_orders_query",
     "lock_charge",
     "read_charge_row",
     "read_items",
@@ -109,8 +113,16 @@ _NEW_CHARGE_FIELDS = tuple(NewCharge.__dataclass_fields__)
 def insert_charges(connection: Connection, new_charges: Sequence[NewCharge]) -> None:
     """:func:`insert_charge` for many charges in one statement; the live-order unique index may
     refuse it (``IntegrityError``, failing the transaction)."""
-    if not new_charges:
-        return
+    if new_charges:
+        insert_rows(connection, charges, _charge_columns(new_charges))
+
+
+def insert_charges_query(new_charges: Sequence[NewCharge]) -> Query[None]:
+    """:func:`insert_charges` as one statement of a pipeline (PostgreSQL)."""
+    return insert_rows_query(charges, _charge_columns(new_charges))
+
+
+def _charge_columns(new_charges: Sequence[NewCharge]) -> dict[str, list[Any]]:
     columns: dict[str, list[Any]] = {
         name: [getattr(charge, name) for charge in new_charges] for name in _NEW_CHARGE_FIELDS
     }
@@ -118,19 +130,27 @@ def insert_charges(connection: Connection, new_charges: Sequence[NewCharge]) -> 
     columns["refunded_amount"] = [0] * len(new_charges)
     columns["released_amount"] = [0] * len(new_charges)
     columns["updated_at_us"] = list(columns["created_at_us"])
-    insert_rows(connection, charges, columns)
+    return columns
 
 
 def insert_legs_of_charges(connection: Connection, legs: Sequence[tuple[str, dict[str, object]]]) -> None:
     """:func:`insert_legs` for the legs of many charges (``(charge_id, leg row)`` pairs) in one
     statement."""
-    if not legs:
-        return
+    if legs:
+        insert_rows(connection, charge_legs, _leg_columns(legs))
+
+
+def insert_legs_query(legs: Sequence[tuple[str, dict[str, object]]]) -> Query[None]:
+    """:func:`insert_legs_of_charges` as one statement of a pipeline (PostgreSQL)."""
+    return insert_rows_query(charge_legs, _leg_columns(legs))
+
+
+def _leg_columns(legs: Sequence[tuple[str, dict[str, object]]]) -> dict[str, list[object]]:
     names = ("leg_index", "kind", "instrument", "value", "units", "captured_value", "captured_units")
     columns: dict[str, list[object]] = {"charge_id": [charge_id for charge_id, _ in legs]}
     for name in names:
         columns[name] = [row[name] for _, row in legs]
-    insert_rows(connection, charge_legs, columns)
+    return columns
 
 
 def insert_items(connection: Connection, charge_id: str, items: Sequence[dict[str, object]]) -> None:
@@ -327,16 +347,28 @@ def live_orders(connection: Connection, orders: Sequence[tuple[int, str, str]]) 
     if not orders:
         return set()
     if is_postgresql(connection):
-        parameters: dict[str, str] = pg_arrays(
-            {
-                "user_id": [user for user, _, _ in orders],
-                "merchant_id": [merchant for _, merchant, _ in orders],
-                "order_id": [order for _, _, order in orders],
-            }
-        )
+        parameters: dict[str, str] = _orders_parameters(orders)
     else:
         parameters = {"orders": json.dumps([list(order) for order in orders])}
-    rows = connection.execute(_LIVE_ORDERS[connection.dialect.name], parameters).all()
+    return _live(connection.execute(_LIVE_ORDERS[connection.dialect.name], parameters).all())
+
+
+def live_orders_query(orders: Sequence[tuple[int, str, str]]) -> Query[set[tuple[int, str, str]]]:
+    """:func:`live_orders` as one statement of a pipeline (PostgreSQL)."""
+    return Query(_LIVE_ORDERS["postgresql"], _orders_parameters(orders), lambda answer: _live(answer[0]))
+
+
+def _orders_parameters(orders: Sequence[tuple[int, str, str]]) -> dict[str, str]:
+    return pg_arrays(
+        {
+            "user_id": [user for user, _, _ in orders],
+            "merchant_id": [merchant for _, merchant, _ in orders],
+            "order_id": [order for _, _, order in orders],
+        }
+    )
+
+
+def _live(rows: Sequence[Any]) -> set[tuple[int, str, str]]:
     return {(int(row.user_id), str(row.merchant_id), str(row.order_id)) for row in rows}
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 from engine.domain.errors import CofferError, Reason
 from engine.storage.bulk import Columns, as_dicts, is_postgresql, pg_arrays, row_count, unnest_select
 from engine.storage.dialect import insert_or_ignore
+from engine.storage.pipeline import Query, Rows, write
 from engine.storage.schema import idempotency_keys
 from engine.storage.unit_of_work import is_lock_timeout
 
@@ -189,3 +190,58 @@ def store_responses(connection: Connection, rows: Columns) -> None:
             )
         ],
     )
+
+
+# Pipelined forms (PostgreSQL, engine.storage.pipeline): the same statements, sent with others.
+_PG_PAIRS = (
+    "SELECT * FROM unnest(CAST(:user_id AS BIGINT[]), CAST(:idempotency_key AS TEXT[])) AS p(user_id, k)"
+)
+_PG_READ_KEYS = text(
+    "SELECT i.user_id, i.idempotency_key, i.operation, i.request_digest, i.response "
+    f"FROM idempotency_keys AS i JOIN ({_PG_PAIRS}) AS p "
+    "ON i.user_id = p.user_id AND i.idempotency_key = p.k"
+)
+_PG_RELEASE_KEYS = text(
+    f"DELETE FROM idempotency_keys AS i USING ({_PG_PAIRS}) AS p "
+    "WHERE i.user_id = p.user_id AND i.idempotency_key = p.k AND i.response IS NULL"
+)
+
+
+def _pairs_parameters(pairs: Sequence[tuple[int, str]]) -> dict[str, str]:
+    return pg_arrays({"user_id": [user for user, _ in pairs], "idempotency_key": [key for _, key in pairs]})
+
+
+def _claimed(answer: Rows) -> set[tuple[int, str]]:
+    return {(int(row.user_id), str(row.idempotency_key)) for row in answer[0]}
+
+
+def claim_keys_query(rows: Columns) -> Query[set[tuple[int, str]]]:
+    """:func:`claim_keys` as one statement of a pipeline."""
+    row_count(rows)
+    return Query(_PG_CLAIM_KEYS, pg_arrays({name: rows[name] for name in _CLAIM_COLUMNS}), _claimed)
+
+
+def _stored_keys(answer: Rows) -> dict[tuple[int, str], StoredKey]:
+    return {
+        (int(row.user_id), str(row.idempotency_key)): StoredKey(
+            row.operation, row.request_digest, row.response
+        )
+        for row in answer[0]
+    }
+
+
+def read_keys_query(pairs: Sequence[tuple[int, str]]) -> Query[dict[tuple[int, str], StoredKey]]:
+    """:func:`read_keys` as one statement of a pipeline (after a claim in the same pipeline it
+    also finds the claims just made: the caller tells them apart by the claim's answer)."""
+    return Query(_PG_READ_KEYS, _pairs_parameters(pairs), _stored_keys)
+
+
+def release_keys_query(pairs: Sequence[tuple[int, str]]) -> Query[None]:
+    """:func:`release_keys` as one statement of a pipeline."""
+    return write(_PG_RELEASE_KEYS, _pairs_parameters(pairs))
+
+
+def store_responses_query(rows: Columns) -> Query[None]:
+    """:func:`store_responses` as one statement of a pipeline."""
+    row_count(rows)
+    return write(_PG_STORE_RESPONSES, pg_arrays(rows))

@@ -10,11 +10,14 @@ statement per table, so a batch of 64 charges costs four statements here instead
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection
 
-from engine.storage.audit_trail import append_audit_events
-from engine.storage.idempotency import store_responses
+from engine.storage.audit_trail import append_audit_events, append_queries, lock_heads_queries
+from engine.storage.bulk import is_postgresql
+from engine.storage.idempotency import store_responses, store_responses_query
+from engine.storage.pipeline import run_pipelined
 from engine.storage.unit_of_work import RequestOutcome
 
 __all__ = ["RequestOutcome", "write_outcomes"]
@@ -25,12 +28,18 @@ def write_outcomes(connection: Connection, outcomes: Sequence[RequestOutcome]) -
     order given, which is each user's order of requests)."""
     if not outcomes:
         return
-    store_responses(
-        connection,
-        {
-            "user_id": [outcome.user_id for outcome in outcomes],
-            "idempotency_key": [outcome.idempotency_key for outcome in outcomes],
-            "response": [outcome.response for outcome in outcomes],
-        },
-    )
-    append_audit_events(connection, [outcome.audit_event for outcome in outcomes])
+    answers: dict[str, list[Any]] = {
+        "user_id": [outcome.user_id for outcome in outcomes],
+        "idempotency_key": [outcome.idempotency_key for outcome in outcomes],
+        "response": [outcome.response for outcome in outcomes],
+    }
+    events = [outcome.audit_event for outcome in outcomes]
+    if is_postgresql(connection):
+        # Two round trips in all (engine.storage.pipeline): the answers with the chain heads,
+        # then the audit rows chained after them.
+        users = sorted({event.user_id for event in events})
+        heads = run_pipelined(connection, [store_responses_query(answers), *lock_heads_queries(users)])[-1]
+        run_pipelined(connection, append_queries(events, heads))
+        return
+    store_responses(connection, answers)
+    append_audit_events(connection, events)

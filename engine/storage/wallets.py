@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, or_, select, text
 
@@ -14,6 +15,7 @@ from engine.domain.money import Asset
 from engine.domain.results import BalanceView, GiftCardView, PointsLotView, WalletView
 from engine.storage.bulk import array_literal, is_postgresql
 from engine.storage.coupons import read_coupon_views
+from engine.storage.pipeline import Query
 from engine.storage.schema import gift_cards, points_lots
 
 #: A wallet view lists at most this many lots / cards; beyond that, paged queries are the tool.
@@ -81,8 +83,23 @@ def read_balance_wallets(
         return {}
     users = sorted(set(user_ids))
     bound = array_literal(users) if is_postgresql(connection) else json.dumps(users)
+    rows = connection.execute(_SUMMARY[connection.dialect.name], {"users": bound, "now_us": now_us}).all()
+    return _wallets_of(users, rows)
+
+
+def balance_wallets_query(user_ids: Sequence[int], now_us: int) -> Query[dict[int, WalletView]]:
+    """:func:`read_balance_wallets` as one statement of a pipeline (PostgreSQL)."""
+    users = sorted(set(user_ids))
+    return Query(
+        _SUMMARY["postgresql"],
+        {"users": array_literal(users), "now_us": now_us},
+        lambda answer: _wallets_of(users, answer[0]),
+    )
+
+
+def _wallets_of(users: Sequence[int], rows: Sequence[Any]) -> dict[int, WalletView]:
     summary: dict[int, dict[str, tuple[int, int]]] = {user: {} for user in users}
-    for row in connection.execute(_SUMMARY[connection.dialect.name], {"users": bound, "now_us": now_us}):
+    for row in rows:
         summary[int(row.user_id)][row.kind] = (int(row.first), int(row.second))
     return {user: _wallet_view(user, rows) for user, rows in summary.items()}
 
