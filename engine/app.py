@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from sqlalchemy import text
@@ -359,7 +360,9 @@ def _settle_garbage_collector() -> None:
 
 def _serve(settings: Settings, *, share_port: bool = False) -> int:
     try:
-        asyncio.run(_main(settings, share_port=share_port))
+        # uvloop's event loop: measured 2-15% more charges and 5-7% more echo calls per second
+        # than asyncio's on this machine (docs/performance.md "uvloop").
+        uvloop.run(_main(settings, share_port=share_port))
     except StartupFailure as failure:
         return _print_failure(failure)
     return 0
