@@ -186,8 +186,12 @@ def _run(context: EngineContext, items: Sequence[CashCharge], *, raise_refusal: 
         return outcomes
 
     batch = joined_batch(shard.engine)
+    if batch is not None and not raise_refusal:
+        # Joined by the writer: straight in the batch's transaction. Its refusals are answers,
+        # never raised, and anything raised fails the whole batch, so no savepoint is needed.
+        return apply(batch.connection, batch)
     if batch is not None:
-        # A savepoint of the batch's transaction, as a single request's unit of work.
+        # One request's work inside a batch: a savepoint, as a single request's unit of work.
         with batch.savepoint() as connection:
             return apply(connection, batch)
 

@@ -36,7 +36,12 @@ from engine.service.context import EngineContext
 from engine.storage.errors import first_line
 from engine.storage.outcomes import write_outcomes
 from engine.storage.router import Shard, ShardRouter
-from engine.storage.unit_of_work import BatchTransaction, is_lock_timeout, is_transient
+from engine.storage.unit_of_work import (
+    BatchTransaction,
+    is_lock_timeout,
+    is_transient,
+    set_session_lock_timeout,
+)
 
 __all__ = [
     "MAX_BATCH_REQUESTS",
@@ -239,7 +244,7 @@ class ShardWriter(Generic[Token]):
                 except Exception:  # the loop is gone (shutdown): nobody is waiting any more
                     logger.exception("could not deliver a batch's outcomes on shard %d", self.shard.index)
         finally:
-            self._drop_connection(broken=False)
+            self._drop_connection()
 
     def run_batch(self, batch: Sequence[PendingWrite[Token]]) -> None:
         """Run ``batch`` in one transaction — again once if that met a deadlock, a serialization
@@ -262,10 +267,10 @@ class ShardWriter(Generic[Token]):
                     first_line(failure),
                     "running it again" if again else "rerunning its requests one by one",
                 )
-                # A transaction that only waited too long leaves a sound session behind.
-                self._drop_connection(broken=not again)
                 if not again:
+                    self._drop_connection()
                     break
+                # A transaction that only waited too long leaves a sound session: kept.
         self.batches_rerun += 1
         for request in ordered:
             # No batch is open on this thread now, so each request opens its own transaction.
@@ -276,9 +281,7 @@ class ShardWriter(Generic[Token]):
 
     def _run_together(self, ordered: Sequence[PendingWrite[Token]]) -> None:
         connection = self._held_connection()
-        with BatchTransaction(
-            self.shard.engine, connection, write_outcomes, lock_timeout_ms=BATCH_LOCK_TIMEOUT_MS
-        ) as transaction:
+        with BatchTransaction(self.shard.engine, connection, write_outcomes) as transaction:
             for run in joined_runs(ordered):
                 if run[0].joinable is not None:
                     _run_joined(run, run[0].joinable)
@@ -296,19 +299,25 @@ class ShardWriter(Generic[Token]):
 
     def _held_connection(self) -> Connection:
         if self._connection is None or self._connection.closed or self._connection.invalidated:
-            self._drop_connection(broken=True)
-            self._connection = self.shard.engine.connect()
+            self._drop_connection()
+            connection = self.shard.engine.connect()
+            try:
+                set_session_lock_timeout(connection, BATCH_LOCK_TIMEOUT_MS)
+            except Exception:
+                connection.invalidate()
+                connection.close()
+                raise
+            self._connection = connection
         return self._connection
 
-    def _drop_connection(self, *, broken: bool) -> None:
-        """Give the held connection back; after a failure it is discarded, not pooled (its
-        session may be in any state)."""
+    def _drop_connection(self) -> None:
+        """Let go of the held connection, closed for good, never pooled: its session has the
+        batches' short lock timeout, and after a failure it may be in any state."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
         with contextlib.suppress(Exception):
-            if broken:
-                connection.invalidate()
+            connection.invalidate()
             connection.close()
 
 

@@ -12,20 +12,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 
 from engine.storage.audit_trail import append_audit_events, append_queries, lock_heads_queries
 from engine.storage.bulk import is_postgresql
 from engine.storage.idempotency import store_responses, store_responses_query
-from engine.storage.pipeline import run_pipelined
+from engine.storage.pipeline import run_pipelined, write
 from engine.storage.unit_of_work import RequestOutcome
 
 __all__ = ["RequestOutcome", "write_outcomes"]
 
 
-def write_outcomes(connection: Connection, outcomes: Sequence[RequestOutcome]) -> None:
+#: Sent with a batch's last statements (``commit``), saving the round trip of its own.
+_COMMIT = text("COMMIT")
+
+
+def write_outcomes(
+    connection: Connection, outcomes: Sequence[RequestOutcome], *, commit: bool = False
+) -> None:
     """Store every answer on its key and append every audit row to its user's chain (in the
-    order given, which is each user's order of requests)."""
+    order given, which is each user's order of requests). With ``commit`` (a group-commit
+    batch's last writes) PostgreSQL's COMMIT is sent in the same round trip as the audit rows:
+    an error in any of them, the COMMIT's own included, is raised here as any other."""
     if not outcomes:
         return
     answers: dict[str, list[Any]] = {
@@ -39,7 +47,7 @@ def write_outcomes(connection: Connection, outcomes: Sequence[RequestOutcome]) -
         # then the audit rows chained after them.
         users = sorted({event.user_id for event in events})
         heads = run_pipelined(connection, [store_responses_query(answers), *lock_heads_queries(users)])[-1]
-        run_pipelined(connection, append_queries(events, heads))
+        run_pipelined(connection, [*append_queries(events, heads), *([write(_COMMIT, {})] if commit else [])])
         return
     store_responses(connection, answers)
     append_audit_events(connection, events)

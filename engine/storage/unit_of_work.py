@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -45,6 +45,7 @@ __all__ = [
     "is_unavailable",
     "joined_batch",
     "run_transaction",
+    "set_session_lock_timeout",
     "sqlstate",
 ]
 
@@ -182,8 +183,23 @@ class RequestOutcome:
     audit_event: AuditEvent
 
 
-#: Writes a transaction's outcomes (engine.storage.outcomes.write_outcomes).
-WriteOutcomes = Callable[[Connection, Sequence[RequestOutcome]], None]
+class WriteOutcomes(Protocol):
+    """Writes a transaction's outcomes (engine.storage.outcomes.write_outcomes); with ``commit``
+    it may end the transaction with its last statements."""
+
+    def __call__(
+        self, connection: Connection, outcomes: Sequence[RequestOutcome], *, commit: bool = False
+    ) -> None: ...
+
+
+def set_session_lock_timeout(connection: Connection, timeout_ms: int) -> None:
+    """For the rest of ``connection``'s session (PostgreSQL; SQLite has no lock waits of its
+    own): a row lock waited for longer than ``timeout_ms`` fails the statement. Only for a
+    connection that never goes back to the pool (a group-commit writer's)."""
+    if connection.dialect.name != "postgresql":
+        return
+    connection.exec_driver_sql(f"SET lock_timeout = {int(timeout_ms)}")
+    connection.commit()
 
 
 class BatchTransaction(_Transaction):
@@ -197,18 +213,10 @@ class BatchTransaction(_Transaction):
     written by :meth:`commit` with ``write_outcomes`` right before COMMIT: one statement per
     table for the whole batch. A request refused in its savepoint takes its outcome with it."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        connection: Connection,
-        write_outcomes: WriteOutcomes,
-        *,
-        lock_timeout_ms: int | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, connection: Connection, write_outcomes: WriteOutcomes) -> None:
         self.engine = engine
         self.connection = connection
         self._write_outcomes = write_outcomes
-        self._lock_timeout_ms = lock_timeout_ms
         #: Savepoints whose work was kept: a refusal raised after one of them was kept (outside
         #: any savepoint) cannot be undone on its own, so the writer reruns the batch instead.
         self.savepoints_kept = 0
@@ -217,10 +225,6 @@ class BatchTransaction(_Transaction):
 
     def __enter__(self) -> BatchTransaction:
         self._begin(self.connection)
-        timeout_ms = self._lock_timeout_ms
-        if timeout_ms is not None and self.connection.dialect.name == "postgresql":
-            # For this transaction only (SET LOCAL): the session keeps the engine's own timeout.
-            self.connection.exec_driver_sql(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
         _ambient.batch = self
         return self
 
@@ -238,7 +242,9 @@ class BatchTransaction(_Transaction):
         return self._responses.get((user_id, key))
 
     def commit(self) -> None:
-        self._write_outcomes(self.connection, self._outcomes)
+        # The outcomes' writer may send COMMIT with its last statements (one round trip less);
+        # the driver's commit then finds no transaction open and sends nothing.
+        self._write_outcomes(self.connection, self._outcomes, commit=True)
         super().commit()
 
     @contextlib.contextmanager
