@@ -61,6 +61,7 @@ from engine.storage.charges import (
     NewCharge,
     is_live_order_conflict,
 )
+from engine.storage.idempotency import claim_columns
 from engine.storage.ledger import TransactionRecord
 from engine.storage.outcomes import write_outcomes
 from engine.storage.unit_of_work import (
@@ -236,13 +237,9 @@ def _apply(
     outcomes: list[CashOutcome | None] = [None] * len(items)
     reads = read_for_cash_charges(
         connection,
-        {
-            "user_id": [item.command.user_id for item in items],
-            "idempotency_key": [item.command.idempotency_key for item in items],
-            "operation": [CHARGE_OPERATION] * len(items),
-            "request_digest": [item.digest for item in items],
-            "created_at_us": [now_us] * len(items),
-        },
+        claim_columns(
+            [(*item.key, item.digest) for item in items], operation=CHARGE_OPERATION, now_us=now_us
+        ),
         [(c.user_id, c.merchant_id, c.order_id) for c in (item.command for item in items)],
         now_us,
     )

@@ -39,7 +39,7 @@ from sqlalchemy.exc import DBAPIError
 
 from engine.domain import ids
 from engine.domain.commands import CoinsSpec, IssueCommand, PointsSpec
-from engine.domain.errors import CofferError, Reason, invalid_argument, require
+from engine.domain.errors import CofferError, invalid_argument, require
 from engine.domain.grants import post_credit, post_grant, split_grant
 from engine.domain.ledger import COINS_ISSUED, POINTS_ISSUED, Posting, TransactionType
 from engine.domain.money import Asset
@@ -47,12 +47,12 @@ from engine.domain.serialization import to_jsonable
 from engine.domain.time_units import expiry_after_days
 from engine.service.audit_trail import mutation_event
 from engine.service.context import EngineContext
-from engine.service.idempotent import key_reused
+from engine.service.idempotent import key_in_use, key_reused
 from engine.service.issue import ISSUE_OPERATION, issue, validate_issue
 from engine.storage.audit_trail import append_audit_events
 from engine.storage.balances import credit_available_many, lock_points_balances
 from engine.storage.bulk import ensure_accounts, lock_points_debts
-from engine.storage.idempotency import StoredKey, claim_keys, read_keys, store_responses
+from engine.storage.idempotency import StoredKey, claim_columns, claim_keys, read_keys, store_responses
 from engine.storage.ledger import TransactionRecord, append_transactions
 from engine.storage.lots import insert_lots
 from engine.storage.points_debt import pay_points_debt
@@ -201,13 +201,9 @@ def _apply(
     ordered = sorted(chunk, key=lambda grant: grant.key)
     claimed = claim_keys(
         connection,
-        {
-            "user_id": [grant.command.user_id for grant in ordered],
-            "idempotency_key": [grant.command.idempotency_key for grant in ordered],
-            "operation": [ISSUE_OPERATION] * len(ordered),
-            "request_digest": [grant.digest for grant in ordered],
-            "created_at_us": [now_us] * len(ordered),
-        },
+        claim_columns(
+            [(*grant.key, grant.digest) for grant in ordered], operation=ISSUE_OPERATION, now_us=now_us
+        ),
     )
     stored = read_keys(connection, [grant.key for grant in ordered if grant.key not in claimed])
     outcomes = [
@@ -222,14 +218,7 @@ def _answer_claimed_before(grant: _Grant, stored: StoredKey) -> ItemOutcome:
     if stored.request_digest != grant.digest:
         return ItemOutcome(grant.index, error=key_reused(grant.command.idempotency_key))
     if stored.response is None:
-        return ItemOutcome(
-            grant.index,
-            error=CofferError(
-                Reason.IDEMPOTENCY_KEY_IN_USE,
-                "another request with this idempotency key is in flight",
-                metadata={"idempotency_key": grant.command.idempotency_key},
-            ),
-        )
+        return ItemOutcome(grant.index, error=key_in_use(grant.command.idempotency_key))
     return ItemOutcome(grant.index, transaction_id=_stored_transaction_id(stored.response), replayed=True)
 
 

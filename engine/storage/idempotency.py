@@ -116,6 +116,20 @@ _PG_STORE_RESPONSES = text(
 )
 
 
+def claim_columns(
+    claims: Sequence[tuple[int, str, str]], *, operation: str, now_us: int
+) -> dict[str, list[object]]:
+    """The rows :func:`claim_keys` takes for ``(user_id, key, request_digest)`` claims of one
+    operation made at ``now_us``."""
+    return {
+        "user_id": [user for user, _, _ in claims],
+        "idempotency_key": [key for _, key, _ in claims],
+        "operation": [operation] * len(claims),
+        "request_digest": [digest for _, _, digest in claims],
+        "created_at_us": [now_us] * len(claims),
+    }
+
+
 def claim_keys(connection: Connection, rows: Columns) -> set[tuple[int, str]]:
     """Claim many keys at once (``rows``: the columns of :data:`_CLAIM_COLUMNS`); the answer is
     the ``(user_id, key)`` pairs this statement claimed — the others were claimed before.
