@@ -2,17 +2,22 @@
 which runs everything queued (up to :data:`MAX_BATCH_REQUESTS`) in ONE database transaction as
 soon as its previous batch has committed — no timer wait.
 
-What the writer changes is only how transactions are opened and committed: each request is its
+What the writer changes is how transactions are opened and committed: each request is its
 ordinary use case (``work``), whose unit of work (:func:`engine.service.idempotent.execute_idempotent`)
-joins the batch's transaction inside a savepoint of its own. So:
+joins the batch's transaction inside a savepoint of its own — except that neighbouring requests
+marked :class:`Joinable` (cash-only charges: engine.service.cash_charges) are applied together by
+one call with set-based statements, one outcome each, their refusals answers rather than
+exceptions. So:
 
 * a refusal (:class:`CofferError`: insufficient funds, a reused key, a coupon already used, a
   frozen account) rolls back to that request's savepoint; its neighbours go on and commit;
 * requests of the same user run in arrival order (the order is a stable sort by user);
-* anything else (a deadlock, a serialization failure, a lost connection, a failed commit, a bug)
-  rolls the whole batch back and reruns its requests one by one, each in its own transaction as
-  a lone request runs — safe because every request's idempotency key is claimed in the same
-  transaction as its effect, so a batch that did commit after all is replayed, never doubled;
+* a deadlock, a serialization failure or a lock wait past :data:`BATCH_LOCK_TIMEOUT_MS` rolls the
+  batch back and runs it again once; that, and anything else (a lost connection, a failed
+  commit, a bug), rolls the whole batch back and reruns its requests one by one, each in its own
+  transaction as a lone request runs — safe because every request's idempotency key is claimed
+  in the same transaction as its effect, so a batch that did commit after all is replayed, never
+  doubled;
 * no outcome is delivered before the transaction that holds it has committed.
 
 The writer thread holds one connection; the caller (engine.api.runner) hands in ``deliver``,
