@@ -34,8 +34,16 @@ from sqlalchemy.exc import ArgumentError, DBAPIError
 from coffer.v1 import admin_pb2, admin_pb2_grpc, engine_pb2, engine_pb2_grpc
 from engine.api.admin import AdminServicer
 from engine.api.auth import Authenticator, AuthInterceptor, CertificateAuthenticator, TokenAuthenticator
-from engine.api.metrics import MetricsInterceptor, MetricsServer, record_shard_up, serve_metrics, watch_pools
-from engine.api.request_log import RequestLogInterceptor
+from engine.api.metrics import (
+    MetricsServer,
+    Observer,
+    ObservingInterceptor,
+    record_call,
+    record_shard_up,
+    serve_metrics,
+    watch_pools,
+)
+from engine.api.request_log import REQUEST_LOG
 from engine.api.runner import UseCaseRunner
 from engine.api.servicer import TransactionEngineServicer
 from engine.config import Settings
@@ -190,7 +198,9 @@ class EngineServer:
         self.health = health.aio.HealthServicer() if hasattr(health, "aio") else health.HealthServicer()
         callers = authenticator(settings)
         # The auth check runs innermost, so metrics and the request log count its refusals too.
-        interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(), RequestLogInterceptor()]
+        interceptors: list[grpc.aio.ServerInterceptor] = [
+            ObservingInterceptor([Observer(record_call), REQUEST_LOG])
+        ]
         if callers is not None:
             interceptors.append(AuthInterceptor(callers))
         self.server = grpc.aio.server(

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeAlias
 import grpc
 
 from engine.api.errors import to_status
+from engine.api.handler_cache import HandlerCache
 from engine.api.metrics import note_refusal
 from engine.api.roles import OPEN_SERVICES, RPC_RULES, RpcRule
 from engine.domain.errors import CofferError, Reason
@@ -133,6 +134,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
+        self._handlers = HandlerCache()
 
     async def intercept_service(
         self, continuation: HandlerLookup, handler_call_details: grpc.HandlerCallDetails
@@ -141,7 +143,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or _service_of(method) in OPEN_SERVICES:
             return handler
-        return self._guard(handler, method, RPC_RULES.get(method))
+        return self._handlers.wrapped(
+            method, handler, lambda inner: self._guard(inner, method, RPC_RULES.get(method))
+        )
 
     async def _admit(self, method: str, rule: RpcRule | None, request: Any, context: Context) -> Caller:
         try:

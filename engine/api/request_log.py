@@ -13,10 +13,10 @@ import logging
 from typing import Any
 
 from coffer.v1 import engine_pb2
-from engine.api.metrics import CallResult, ObservingInterceptor
+from engine.api.metrics import CallResult, Observer
 from engine.process_log import FIELDS_ATTRIBUTE
 
-__all__ = ["ID_FIELDS", "RequestLogInterceptor", "caller_network", "request_fields"]
+__all__ = ["ID_FIELDS", "REQUEST_LOG", "caller_network", "log_request", "request_fields"]
 
 logger = logging.getLogger("coffer.request")
 
@@ -69,7 +69,8 @@ def request_fields(request: Any) -> dict[str, Any]:
     return fields
 
 
-def _log(request: Any, result: CallResult) -> None:
+def log_request(request: Any, result: CallResult) -> None:
+    """The ``coffer.request`` record of one finished call (when that logger takes INFO)."""
     if not logger.isEnabledFor(logging.INFO):
         return
     duration_ms = round(result.duration_s * 1000, 3)
@@ -93,9 +94,6 @@ def _log(request: Any, result: CallResult) -> None:
     )
 
 
-class RequestLogInterceptor(ObservingInterceptor):
-    """One ``coffer.request`` record per coffer RPC; health probes and reflection are not
-    logged (a probe every few seconds is noise)."""
-
-    def __init__(self) -> None:
-        super().__init__(_log, method_prefix=_LOGGED_PREFIX)
+#: The request log's observer (engine.api.metrics.ObservingInterceptor): coffer's own RPCs only;
+#: health probes and reflection are not logged (a probe every few seconds is noise).
+REQUEST_LOG = Observer(log_request, method_prefix=_LOGGED_PREFIX)
