@@ -30,14 +30,8 @@ class SyncServicer(engine_pb2_grpc.TransactionEngineServicer):
         )
 
     def Charge(self, request, context):
-        r = charge_service.charge(self.ctx, convert_engine.charge_from_proto(request))
-        return engine_pb2.ChargeResponse(
-            charge_id=r.charge_id,
-            status=convert_common.charge_status_to_proto(r.status),
-            breakdown=convert_common.breakdown_to_proto(r.breakdown),
-            replayed=r.replayed,
-            wallet=convert_common.wallet_to_proto(r.wallet),
-            transaction_id=r.transaction_id,
+        return convert_engine.charge_to_proto(
+            charge_service.charge(self.ctx, convert_engine.charge_from_proto(request))
         )
 
 

@@ -9,6 +9,7 @@ from coffer.v1 import engine_pb2
 from engine.api.convert_common import (
     asset_from_proto,
     breakdown_to_proto,
+    charge_status_to_proto,
     context_from_proto,
     coupon_to_proto,
     gift_card_to_proto,
@@ -21,6 +22,7 @@ from engine.domain.coupons.messages import QuoteResult
 from engine.domain.errors import CofferError, invalid_argument
 from engine.domain.money import Asset
 from engine.domain.results import (
+    ChargeResult,
     RedeemResult,
 )
 from engine.service.issue_batch import ItemOutcome
@@ -81,6 +83,17 @@ def charge_from_proto(request: engine_pb2.ChargeRequest) -> commands.ChargeComma
         step_up_verified=request.step_up_verified,
         business_line=request.business_line,
         context=context_from_proto(request.context),
+    )
+
+
+def charge_to_proto(result: ChargeResult) -> engine_pb2.ChargeResponse:
+    return engine_pb2.ChargeResponse(
+        charge_id=result.charge_id,
+        status=charge_status_to_proto(result.status),
+        breakdown=breakdown_to_proto(result.breakdown),
+        replayed=result.replayed,
+        wallet=wallet_to_proto(result.wallet),
+        transaction_id=result.transaction_id,
     )
 
 

@@ -12,7 +12,6 @@ from engine.api.auth import caller_merchant_scope, current_caller
 from engine.api.runner import UseCaseRunner
 from engine.domain.commands import ChargeCommand
 from engine.domain.errors import CofferError
-from engine.domain.results import ChargeResult
 from engine.service import capture as capture_service
 from engine.service import charge as charge_service
 from engine.service import gift_cards as gift_card_service
@@ -27,17 +26,6 @@ from engine.service.group_commit import WriteRoute, route_for_code, route_for_id
 from engine.service.quote import quote_charge
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def _charge_response(result: ChargeResult) -> engine_pb2.ChargeResponse:
-    return engine_pb2.ChargeResponse(
-        charge_id=result.charge_id,
-        status=convert_common.charge_status_to_proto(result.status),
-        breakdown=convert_common.breakdown_to_proto(result.breakdown),
-        replayed=result.replayed,
-        wallet=convert_common.wallet_to_proto(result.wallet),
-        transaction_id=result.transaction_id,
-    )
 
 
 def _redeem_route(engine: EngineContext, request: engine_pb2.RedeemRequest) -> WriteRoute | None:
@@ -83,13 +71,15 @@ class TransactionEngineServicer(engine_pb2_grpc.TransactionEngineServicer):
         def work() -> engine_pb2.ChargeResponse:
             if isinstance(command, CofferError):
                 raise command
-            return _charge_response(charge_service.charge(self.engine, command))
+            return convert_engine.charge_to_proto(charge_service.charge(self.engine, command))
 
         # A valid cash-only charge may be applied together with the others queued with it.
         joinable = (
             None
             if isinstance(command, CofferError)
-            else charge_service.charge_joinable(self.engine, command, current_caller(), _charge_response)
+            else charge_service.charge_joinable(
+                self.engine, command, current_caller(), convert_engine.charge_to_proto
+            )
         )
         route = route_for_user(self.engine, request.user_id)
         return await self.runner.write(context, route, work, joinable=joinable)
