@@ -146,12 +146,8 @@ def joinable_cash_charge(
 ) -> Joinable:
     """The :class:`Joinable` of a validated cash-only charge (``answer`` turns its
     :class:`ChargeResult` into what the caller awaits)."""
-    return Joinable(
-        together=_CashChargesOf(context),
-        item=cash_charge(command, caller),
-        key=(command.user_id, command.idempotency_key),
-        answer=answer,
-    )
+    item = cash_charge(command, caller)
+    return Joinable(together=_CashChargesOf(context), item=item, key=item.key, answer=answer)
 
 
 def charge_cash(context: EngineContext, items: Sequence[CashCharge]) -> list[CashOutcome]:

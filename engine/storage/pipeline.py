@@ -79,7 +79,7 @@ def run_pipelined(connection: Connection, queries: Sequence[Query[Any]]) -> list
     try:
         with driver.pipeline():
             for query, form in zip(queries, compiled, strict=True):
-                sql = form.string
+                sql = form.string  # the last one sent: the one an error names, or one before it
                 cursor = driver.cursor(row_factory=namedtuple_row)
                 cursors.append(cursor)
                 cursor.execute(sql, form.construct_params(dict(query.parameters)), prepare=True)
@@ -88,7 +88,12 @@ def run_pipelined(connection: Connection, queries: Sequence[Query[Any]]) -> list
             for cursor in cursors
         ]
     except psycopg.Error as error:
-        raise DBAPIError.instance(sql, None, error, psycopg.Error) from error
+        # As SQLAlchemy does for a statement it runs itself: a lost connection is invalidated, so
+        # the pool never hands it out again and the error says so (``connection_invalidated``).
+        lost = driver.broken
+        if lost:
+            connection.invalidate(error)
+        raise DBAPIError.instance(sql, None, error, psycopg.Error, connection_invalidated=lost) from error
     finally:
         for cursor in cursors:
             cursor.close()

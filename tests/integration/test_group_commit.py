@@ -371,3 +371,78 @@ def test_a_joined_run_costs_a_fixed_number_of_round_trips(
     assert len(round_trips) <= limit, round_trips
     assert all(available(get_wallet(context, user_id)) == 990 for user_id in users)
     assert audit(context).ok
+
+
+def test_two_writers_joining_charges_for_the_same_users_never_overdraw(engine_context: EngineContext) -> None:
+    """Two engines' writers on one shard (as two worker processes have), each joining cash
+    charges for the same two users at the same time, one key sent to both: the CASH rows are
+    locked in one order and the debit's condition holds, so exactly what fits is charged, the
+    shared key charges at most once, and the ledger agrees with the balances."""
+    context = engine_context
+    first, second = GOOD, POOR
+    for user_id in (first, second):
+        _top_up(context, user_id, 1_000)
+    count = 60  # per writer; 30 each: 33 fit in 1,000 per user
+    settled: list[PendingWrite[str]] = []
+    lock = threading.Lock()
+    done = threading.Event()
+    expected = 2 * count + 2
+
+    def deliver(batch: Sequence[PendingWrite[str]]) -> None:
+        with lock:
+            settled.extend(batch)
+            if len(settled) == expected:
+                done.set()
+
+    writers = [GroupCommit[str](context.router, deliver) for _ in range(2)]
+
+    def submit(writer_index: int) -> None:
+        group_commit = writers[writer_index]
+        commands = [
+            ChargeCommand(f"w{writer_index}-{n}", (first, second)[n % 2], f"o{writer_index}-{n}", "m", "", 30)
+            for n in range(count)
+        ]
+        commands.insert(count // 2, ChargeCommand("shared", first, "o-shared", "m", "", 30))
+        for command in commands:
+            group_commit.submit(
+                route_for_user(context, command.user_id),
+                lambda c=command: charge(context, c),
+                f"{writer_index}:{command.idempotency_key}",
+                _joinable(context, command, "joined"),
+            )
+
+    submitters = [threading.Thread(target=submit, args=(index,)) for index in range(2)]
+    try:
+        for thread in submitters:
+            thread.start()
+        for thread in submitters:
+            thread.join()
+        assert done.wait(120), f"{len(settled)} of {expected} settled"
+    finally:
+        for group_commit in writers:
+            group_commit.stop()
+    charged: dict[int, set[str]] = {first: set(), second: set()}
+    for request in settled:
+        if isinstance(request.result, ChargeResult):
+            user_id = (
+                first
+                if "shared" in request.token or int(request.token.rsplit("-", 1)[1]) % 2 == 0
+                else second
+            )
+            charged[user_id].add(request.result.charge_id)
+        else:
+            assert isinstance(request.error, CofferError), request.error
+            assert request.error.reason in (Reason.INSUFFICIENT_FUNDS, Reason.IDEMPOTENCY_KEY_IN_USE), (
+                request.error
+            )
+    shared = {
+        request.result.charge_id
+        for request in settled
+        if "shared" in request.token and isinstance(request.result, ChargeResult)
+    }
+    assert len(shared) <= 1  # the key sent to both writers charged once at most
+    for user_id in (first, second):
+        assert len(charged[user_id]) == 33, (user_id, len(charged[user_id]))
+        assert available(get_wallet(context, user_id)) == 10
+        assert transaction_count(context, user_id, "CHARGE") == 33
+    assert audit(context).ok
