@@ -6,14 +6,40 @@ SQLite runs in WAL mode with a busy timeout, and every transaction starts with
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 READ_ONLY_OPTION = "coffer_read_only"
+
+
+#: Locks a journal-mode change may not wait for with the busy handler.
+_LOCKED = "database is locked"
+
+
+def _is_locked(error: BaseException) -> bool:
+    return isinstance(error, sqlite3.OperationalError) and _LOCKED in str(error)
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Put the database file in WAL mode (a setting of the file, so only the first connection
+    changes it). Switching needs a lock SQLite does not wait for with its busy handler: two
+    processes opening a fresh file at once saw "database is locked" at once. So: retry for
+    as long as a busy wait would last, and not at all once the file is in WAL mode."""
+    for attempt in Retrying(
+        stop=stop_after_delay(SQLITE_BUSY_TIMEOUT_MS / 1000),
+        wait=wait_random(0.005, 0.05),
+        retry=retry_if_exception(_is_locked),
+        reraise=True,
+    ):
+        with attempt:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
 
 
 def create_shard_engine(
@@ -55,8 +81,8 @@ def _create_sqlite_engine(url: str, *, pool_size: int) -> Engine:
         # Let SQLAlchemy's "begin" event below own transaction boundaries.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
