@@ -60,7 +60,10 @@ def create_shard_engine(
             max_overflow=0,
             pool_timeout=30,
             pool_pre_ping=False,
-            connect_args={"options": options, "connect_timeout": 10},
+            # psycopg's own statement preparation stays off: it answers any ROLLBACK (a refused
+            # request's savepoint included) with DEALLOCATE ALL, which would also drop the
+            # statements engine.storage.pipeline prepares once per connection for the hot path.
+            connect_args={"options": options, "connect_timeout": 10, "prepare_threshold": None},
         )
     raise ValueError(f"unsupported shard database {parsed.drivername!r}")
 

@@ -1,5 +1,5 @@
-"""Several statements in one round trip to PostgreSQL (its pipeline mode, through psycopg's
-``Connection.pipeline``).
+"""Several statements in one round trip to PostgreSQL (libpq's pipeline mode, driven through
+``psycopg.pq``).
 
 A group-commit batch runs a dozen statements, most of which do not depend on the previous one's
 answer (the key claims, the row locks and the reads a decision needs; then every write the
@@ -10,6 +10,16 @@ one after the other, in order, in the same transaction; an error in one fails th
 raised as SQLAlchemy raises a driver error (``DBAPIError``), so the callers' retry and
 rerun rules see the same exceptions either way.
 
+Why libpq's pipeline calls rather than ``psycopg.Connection.pipeline()``: psycopg flushes the
+socket after every statement it queues, so a pipeline of a dozen statements was a dozen
+``sendto`` calls and a dozen wake-ups of the database backend — and on this machine's virtual
+network a loopback send costs more kernel time than the statement's own work (perf: over half of
+a small batch's CPU, engine and PostgreSQL together, was kernel time). Here every statement is
+queued with libpq (``psycopg.pq``), the whole pipeline is flushed once and read back once;
+psycopg's own :class:`~psycopg.adapt.Transformer` dumps the parameters and loads the rows, so
+values and types are exactly what a psycopg cursor would send and return, and each statement is
+prepared once per connection (named ``_coffer_N``, apart from psycopg's own ``_pg3_N``).
+
 A :class:`Query` is a statement the storage modules already own (a SQLAlchemy statement built
 once), its parameters, and how its rows are read; :func:`run_pipelined` compiles each statement
 once per dialect and sends them all. SQLite has no round trips to save: its callers run their
@@ -18,16 +28,21 @@ statements one by one, as before.
 
 from __future__ import annotations
 
+import collections
 import functools
+import select
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import psycopg
-from psycopg.rows import namedtuple_row
+from psycopg import abc as psycopg_abc
+from psycopg import errors, pq
+from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Connection
-from sqlalchemy.engine import Dialect
+from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from engine.domain.errors import require
@@ -38,9 +53,19 @@ T = TypeVar("T")
 
 #: Statements sent in one round trip (a batch's longest sequence is about a dozen).
 MAX_PIPELINED_STATEMENTS = 32
+#: Statements prepared on one connection; past it the connection's cache starts over (each
+#: storage module builds its statements once, so a few dozen are ever seen).
+MAX_PREPARED_STATEMENTS = 512
 
 #: What a statement answered: its rows (attribute access by column name) and its row count.
 Rows = tuple[list[Any], int]
+
+#: Statements compiled with ``$1`` placeholders, the form libpq takes.
+_DIALECT = postgresql_psycopg.dialect(paramstyle="numeric_dollar")  # type: ignore[no-untyped-call]
+#: Where a connection's prepared statements are remembered (SQLAlchemy's per-DBAPI-connection
+#: ``info``: it lives exactly as long as the server session that holds them).
+_PREPARED_INFO_KEY = "coffer_prepared_statements"
+_PREPARED_PREFIX = "_coffer_"
 
 
 @dataclass(frozen=True)
@@ -62,9 +87,60 @@ def write(statement: ClauseElement, parameters: Mapping[str, Any]) -> Query[None
     return Query(statement, parameters, _ignore)
 
 
+@dataclass(frozen=True)
+class _Compiled:
+    """A statement in libpq's form: its SQL, and its parameters' names in ``$n`` order."""
+
+    sql: bytes
+    names: tuple[str, ...]
+    compiler: SQLCompiler
+
+    def values(self, parameters: Mapping[str, Any]) -> list[Any]:
+        """The statement's parameter values in ``$n`` order (its bound defaults included)."""
+        values = self.compiler.construct_params(dict(parameters)) or {}
+        return [values[name] for name in self.names]
+
+
 @functools.lru_cache(maxsize=256)
-def _compiled(statement: ClauseElement, dialect: Dialect) -> Any:
-    return statement.compile(dialect=dialect)
+def _compiled(statement: ClauseElement) -> _Compiled:
+    compiled = statement.compile(dialect=_DIALECT)
+    require(isinstance(compiled, SQLCompiler), "a statement compiles to SQL")
+    compiler = cast(SQLCompiler, compiled)
+    return _Compiled(compiler.string.encode(), tuple(compiler.positiontup or ()), compiler)
+
+
+@functools.lru_cache(maxsize=256)
+def _row_type(names: tuple[str, ...]) -> Callable[[Sequence[Any]], Any]:
+    row: Any = collections.namedtuple("Row", names, rename=True)  # type: ignore[misc]
+    make: Callable[[Sequence[Any]], Any] = row._make
+    return make
+
+
+#: A prepared statement's cache key: its SQL and its parameters' type oids.
+_PrepareKey = tuple[bytes, tuple[int, ...]]
+
+
+@dataclass
+class _Prepared:
+    """One connection's prepared statements, and the counter that names the next one (never
+    reset, so a name is never reused on the server even after the cache starts over)."""
+
+    names: dict[_PrepareKey, bytes]
+    count: int = 0
+
+    def next_name(self) -> bytes:
+        self.count += 1
+        return f"{_PREPARED_PREFIX}{self.count}".encode()
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One command in flight: a query (its answer is returned), a preparation (the cache entry
+    recorded once the server has accepted it), or the transaction's BEGIN."""
+
+    prepare_key: _PrepareKey | None = None
+    prepared_name: bytes = b""
+    answered: bool = False
 
 
 def run_pipelined(connection: Connection, queries: Sequence[Query[Any]]) -> list[Any]:
@@ -73,28 +149,108 @@ def run_pipelined(connection: Connection, queries: Sequence[Query[Any]]) -> list
     require(connection.dialect.name == "postgresql", "pipelines are a PostgreSQL feature")
     require(0 < len(queries) <= MAX_PIPELINED_STATEMENTS, f"1..{MAX_PIPELINED_STATEMENTS} statements")
     driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
-    compiled = [_compiled(query.statement, connection.dialect) for query in queries]
-    cursors: list[psycopg.Cursor[Any]] = []
-    sql = ""
+    prepared: _Prepared = connection.connection.info.setdefault(_PREPARED_INFO_KEY, _Prepared({}))
+    sql = b""
     try:
-        with driver.pipeline():
-            for query, form in zip(queries, compiled, strict=True):
-                sql = form.string  # the last one sent: the one an error names, or one before it
-                cursor = driver.cursor(row_factory=namedtuple_row)
-                cursors.append(cursor)
-                cursor.execute(sql, form.construct_params(dict(query.parameters)), prepare=True)
-        answers = [
-            (cursor.fetchall() if cursor.description is not None else [], cursor.rowcount)
-            for cursor in cursors
-        ]
+        with driver.lock:
+            answers = _exchange(driver, prepared, queries)
     except psycopg.Error as error:
         # As SQLAlchemy does for a statement it runs itself: a lost connection is invalidated, so
         # the pool never hands it out again and the error says so (``connection_invalidated``).
-        lost = driver.broken
+        lost = driver.broken or driver.pgconn.status == pq.ConnStatus.BAD
         if lost:
             connection.invalidate(error)
-        raise DBAPIError.instance(sql, None, error, psycopg.Error, connection_invalidated=lost) from error
-    finally:
-        for cursor in cursors:
-            cursor.close()
+        raise DBAPIError.instance(
+            sql.decode(errors="replace"), None, error, psycopg.Error, connection_invalidated=lost
+        ) from error
     return [query.read(answer) for query, answer in zip(queries, answers, strict=True)]
+
+
+def _exchange(
+    driver: psycopg.Connection[Any], prepared: _Prepared, queries: Sequence[Query[Any]]
+) -> list[Rows]:
+    pgconn = driver.pgconn
+    transformer = Transformer(driver)
+    if len(prepared.names) >= MAX_PREPARED_STATEMENTS:
+        prepared.names.clear()  # a forgotten statement only stays on the server, unused
+    sent: list[_Sent] = []
+    pgconn.enter_pipeline_mode()
+    try:
+        if not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+            # What psycopg sends before a transaction's first statement (its isolation level
+            # included): without it the pipeline would be a transaction of its own, committed at
+            # its sync, and the statements after it another.
+            pgconn.send_query_params(driver._get_tx_start_command(), None)
+            sent.append(_Sent())
+        for query in queries:
+            form = _compiled(query.statement)
+            formats = [PyFormat.AUTO] * len(form.names)
+            params = transformer.dump_sequence(form.values(query.parameters), formats)
+            types = tuple(transformer.types or ())
+            key = (form.sql, types)
+            name = prepared.names.get(key)
+            if name is None:
+                name = prepared.next_name()
+                pgconn.send_prepare(name, form.sql, param_types=types)
+                sent.append(_Sent(prepare_key=key, prepared_name=name))
+            pgconn.send_query_prepared(
+                name, params, param_formats=transformer.formats, result_format=pq.Format.BINARY
+            )
+            sent.append(_Sent(answered=True))
+        pgconn.pipeline_sync()
+        while pgconn.flush():
+            select.select([], [pgconn.socket], [])
+        return _read_answers(pgconn, transformer, prepared, sent, driver)
+    finally:
+        if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
+            pgconn.exit_pipeline_mode()
+
+
+def _read_answers(
+    pgconn: pq.abc.PGconn,
+    transformer: psycopg_abc.Transformer,
+    prepared: _Prepared,
+    sent: Sequence[_Sent],
+    driver: psycopg.Connection[Any],
+) -> list[Rows]:
+    """Every result up to the pipeline's sync: the answers of the queries, in order; the first
+    error (the statements after it answer ``PIPELINE_ABORTED``) raised once all are read, so the
+    connection is left with nothing pending."""
+    answers: list[Rows] = []
+    failure: psycopg.Error | None = None
+    position = 0
+    while True:
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:  # the end of one statement's results
+            position += 1
+            continue
+        status = result.status
+        if status == pq.ExecStatus.PIPELINE_SYNC:
+            break
+        require(position < len(sent), "no more results than statements sent")
+        entry = sent[position]
+        if status == pq.ExecStatus.FATAL_ERROR:
+            if failure is None:
+                failure = errors.error_from_result(result, encoding=driver.info.encoding)
+        elif status == pq.ExecStatus.PIPELINE_ABORTED:
+            pass
+        elif entry.prepare_key is not None:
+            prepared.names[entry.prepare_key] = entry.prepared_name
+        elif entry.answered:
+            answers.append(_answer(transformer, result))
+    if failure is not None:
+        raise failure
+    require(position == len(sent), "one result per statement sent")
+    return answers
+
+
+def _answer(transformer: psycopg_abc.Transformer, result: pq.abc.PGresult) -> Rows:
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        return [], result.command_tuples if result.command_tuples is not None else -1
+    transformer.set_pgresult(result)
+    names = tuple((result.fname(index) or b"").decode() for index in range(result.nfields))
+    rows = transformer.load_rows(0, result.ntuples, _row_type(names))
+    return rows, result.ntuples

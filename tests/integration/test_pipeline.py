@@ -1,0 +1,119 @@
+"""engine.storage.pipeline on real PostgreSQL: a pipeline belongs to the connection's
+transaction (also as its first statement), answers each statement in order with the values a
+psycopg cursor would return, raises a statement's error as SQLAlchemy does and leaves the
+connection usable, and prepares each statement once per connection."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import IntegrityError
+
+from engine.storage.database import create_shard_engine
+from engine.storage.pipeline import Query, Rows, run_pipelined, write
+from tests.support.servers import PostgresServer
+
+_INSERT = text("INSERT INTO notes (note_id, body, blob) VALUES (:note_id, :body, :blob)")
+_READ = text("SELECT note_id, body, blob FROM notes WHERE note_id = ANY(:ids) ORDER BY note_id")
+_COUNT = text("SELECT count(*) AS notes FROM notes")
+_databases = itertools.count()
+
+
+def _rows(answer: Rows) -> list[tuple[object, ...]]:
+    return [tuple(row) for row in answer[0]]
+
+
+def _count(answer: Rows) -> int:
+    return int(answer[0][0].notes)
+
+
+@pytest.fixture
+def shard(postgres: PostgresServer) -> Iterator[Engine]:
+    engine = create_shard_engine(
+        postgres.create_database(f"pipeline{next(_databases)}"),
+        pool_size=1,
+        lock_timeout_ms=5000,
+        statement_timeout_ms=10000,
+    )
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE notes (note_id BIGINT PRIMARY KEY, body TEXT, blob BYTEA)"))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _committed_notes(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(_COUNT).scalar_one())
+
+
+def test_a_pipeline_first_in_a_transaction_is_rolled_back_with_it(shard: Engine) -> None:
+    with shard.connect() as connection, connection.begin() as transaction:
+        run_pipelined(connection, [write(_INSERT, {"note_id": 1, "body": "a", "blob": b"x"})])
+        connection.execute(_INSERT, {"note_id": 2, "body": "b", "blob": None})
+        transaction.rollback()
+    assert _committed_notes(shard) == 0
+
+
+def test_answers_come_back_in_order_with_their_types(shard: Engine) -> None:
+    with shard.begin() as connection:
+        answers = run_pipelined(
+            connection,
+            [
+                write(_INSERT, {"note_id": 7, "body": "seven", "blob": b"\x00\xff"}),
+                write(_INSERT, {"note_id": 2**40, "body": None, "blob": None}),
+                Query(_READ, {"ids": [7, 2**40, 9]}, _rows),
+                Query(_COUNT, {}, _count),
+            ],
+        )
+    assert answers == [None, None, [(7, "seven", b"\x00\xff"), (2**40, None, None)], 2]
+    assert _committed_notes(shard) == 2
+
+
+def test_an_error_fails_the_pipeline_and_the_connection_stays_usable(shard: Engine) -> None:
+    with shard.connect() as connection:
+        with pytest.raises(IntegrityError, match="notes_pkey"), connection.begin():
+            run_pipelined(
+                connection,
+                [
+                    write(_INSERT, {"note_id": 1, "body": "a", "blob": None}),
+                    write(_INSERT, {"note_id": 1, "body": "again", "blob": None}),
+                    Query(_COUNT, {}, _count),
+                ],
+            )
+        with connection.begin():
+            assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [0]
+    assert _committed_notes(shard) == 0
+
+
+def test_each_statement_is_prepared_once_per_connection(shard: Engine) -> None:
+    prepared = text("SELECT count(*) AS notes FROM pg_prepared_statements WHERE name LIKE '\\_coffer\\_%'")
+    with shard.connect() as connection:
+        for note_id in range(5):
+            with connection.begin():
+                run_pipelined(
+                    connection,
+                    [
+                        write(_INSERT, {"note_id": note_id, "body": "n", "blob": None}),
+                        Query(_COUNT, {}, _count),
+                    ],
+                )
+        assert connection.execute(prepared).scalar_one() == 2
+    assert _committed_notes(shard) == 5
+
+
+def test_prepared_statements_survive_a_rolled_back_savepoint(shard: Engine) -> None:
+    """A refused request's savepoint is rolled back mid-batch; the statements prepared before
+    it must still be there for the batch's next pipeline."""
+    with shard.connect() as connection, connection.begin():
+        assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [0]
+        for _ in range(6):  # past psycopg's own preparation threshold, were it on
+            connection.execute(_COUNT)
+        savepoint = connection.begin_nested()
+        connection.execute(_INSERT, {"note_id": 1, "body": "refused", "blob": None})
+        savepoint.rollback()
+        assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [0]
