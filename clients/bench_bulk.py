@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             engine_process(
                 shards, args.reports_dir / "engine-bench-bulk.log", workers=args.workers, threads=args.threads
             ) as engine,
-            Transport(engine.target, connections=min(args.concurrency, 4)) as transport,
+            Transport(engine.target, connections=args.connections) as transport,
         ):
             granted, seconds = _campaign(transport, users, args, console, "campaign")
             line["grants"] = granted.granted
@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--users", type=int, default=DEFAULT_USERS, help="users the campaign grants to")
     parser.add_argument("--batch", type=int, default=5_000, help="items per IssueBatch call")
     parser.add_argument("--concurrency", type=int, default=4, help="IssueBatch calls in flight")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=4,
+        help="connections to the engine (the kernel spreads connections, not calls, over its processes)",
+    )
     parser.add_argument("--workers", type=int, default=2, help="engine processes (COFFER_WORKERS)")
     parser.add_argument("--threads", type=int, default=4, help="threads and connections per engine process")
     parser.add_argument("--campaign-id", default="bench-bulk", help="the campaign's id (its keys)")
