@@ -176,8 +176,13 @@ def _run(context: EngineContext, items: Sequence[CashCharge], *, raise_refusal: 
         all(router.for_user(item.command.user_id) is shard for item in items), "one shard's charges per call"
     )
 
-    def apply(connection: Connection, batch: BatchTransaction | None) -> list[CashOutcome]:
-        outcomes = _apply(context, connection, batch, items, context.now_us())
+    def apply(
+        connection: Connection, batch: BatchTransaction | None, *, in_savepoint: bool = False
+    ) -> list[CashOutcome]:
+        # Chain heads locked in a savepoint would be released by its rollback: only a run
+        # straight in the batch's transaction locks them with its writes.
+        heads_batch = batch if batch is not None and not in_savepoint else None
+        outcomes = _apply(context, connection, batch, items, context.now_us(), heads_batch)
         if raise_refusal and isinstance(outcomes[0], CofferError):
             raise outcomes[0]
         return outcomes
@@ -190,7 +195,7 @@ def _run(context: EngineContext, items: Sequence[CashCharge], *, raise_refusal: 
     if batch is not None:
         # One request's work inside a batch: a savepoint, as a single request's unit of work.
         with batch.savepoint() as connection:
-            return apply(connection, batch)
+            return apply(connection, batch, in_savepoint=True)
 
     def attempt() -> list[CashOutcome]:
         with UnitOfWork(shard.engine) as unit:
@@ -229,7 +234,11 @@ def _apply(
     batch: BatchTransaction | None,
     items: Sequence[CashCharge],
     now_us: int,
+    heads_batch: BatchTransaction | None,
 ) -> list[CashOutcome]:
+    """``heads_batch``: the batch whose transaction this run is straight in (no savepoint); the
+    accepted charges' audit chain heads are locked with their writes and handed to it, so its
+    COMMIT chains the audit rows after them without a round trip of its own."""
     outcomes: list[CashOutcome | None] = [None] * len(items)
     reads = read_for_cash_charges(
         connection,
@@ -241,7 +250,7 @@ def _apply(
     )
     _answer_claimed_before(batch, items, reads, outcomes)
     decision = _decide(context, items, reads, outcomes)
-    written = _write(context, connection, decision, outcomes, now_us)
+    written = _write(context, connection, decision, outcomes, now_us, heads_batch)
     if batch is not None:
         for outcome in written:
             batch.defer(outcome)
@@ -325,6 +334,7 @@ def _write(
     decision: _Decision,
     outcomes: list[CashOutcome | None],
     now_us: int,
+    heads_batch: BatchTransaction | None,
 ) -> list[RequestOutcome]:
     """The refused charges' claims released; the accepted charges' rows — charges, one debit per
     user, legs, ledger — one statement per table, in the single path's order (the charge row,
@@ -370,13 +380,14 @@ def _write(
             )
         )
     try:
-        after = write_cash_charges(
+        after, heads = write_cash_charges(
             connection,
             released=decision.released,
             charges=rows,
             debits=sorted(debits.items()),
             legs=legs,
             records=records,
+            lock_heads_of=sorted(debits) if heads_batch is not None else (),
         )
     except IntegrityError as error:
         if is_live_order_conflict(error):
@@ -384,6 +395,8 @@ def _write(
             # sees it (the unique index made this statement wait for it).
             raise ConcurrentChange("an order got a live charge since it was looked up") from error
         raise
+    if heads_batch is not None:
+        heads_batch.heads_locked(heads)
     return _answers(decision, after, outcomes, now_us) if accepted else []
 
 

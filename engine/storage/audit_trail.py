@@ -43,6 +43,7 @@ __all__ = [
     "MAX_EVENTS_PER_APPEND",
     "AuditCursor",
     "AuditFilter",
+    "ChainHeads",
     "StoredAuditEvent",
     "append_audit_events",
     "append_queries",
@@ -158,6 +159,10 @@ def _advance_heads(connection: Connection, heads: dict[int, tuple[int, str]]) ->
         _advance_heads_statement(connection.dialect.name),
         [{"p_user_id": user, "p_seq": heads[user][0], "p_hash": heads[user][1]} for user in users],
     )
+
+
+#: Each user's chain head as this transaction locked it: ``{user_id: (seq, hash)}``.
+ChainHeads = dict[int, tuple[int, str]]
 
 
 def append_audit_events(connection: Connection, events: Sequence[AuditEvent]) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 
 from engine.domain.money import Asset
 from engine.domain.results import WalletView
+from engine.storage.audit_trail import ChainHeads, lock_heads_queries
 from engine.storage.balances import (
     debit_available_many,
     debit_available_many_query,
@@ -103,29 +104,38 @@ def write_cash_charges(
     debits: Sequence[tuple[int, int]],
     legs: Sequence[tuple[str, dict[str, object]]],
     records: Sequence[TransactionRecord],
-) -> dict[int, int]:
+    lock_heads_of: Sequence[int] = (),
+) -> tuple[dict[int, int], ChainHeads]:
     """Release the refused charges' claims and write the accepted ones: charge rows (the
     live-order index may refuse one: ``IntegrityError``), one conditional CASH debit per user,
-    legs, ledger. The answer is each debited user's CASH ``available`` afterwards."""
+    legs, ledger. The answer is each debited user's CASH ``available`` afterwards, and (PostgreSQL,
+    in the same round trip) the audit chain heads of ``lock_heads_of`` (ascending), locked for
+    the rest of the transaction — what the batch's audit rows are chained after at COMMIT."""
     if is_postgresql(connection):
         queries: list[Query[Any]] = [release_keys_query(released)] if released else []
+        debit_at = heads_at = -1
         if charges:
+            queries.append(insert_charges_query(charges))
+            debit_at = len(queries)
             queries += [
-                insert_charges_query(charges),
                 debit_available_many_query(Asset.CASH, debits),
                 insert_legs_query(legs),
                 *append_transactions_queries(records),
             ]
+            if lock_heads_of:
+                queries += lock_heads_queries(lock_heads_of)
+                heads_at = len(queries) - 1  # the last one reads the locked heads
         if not queries:
-            return {}
+            return {}, {}
         answers = run_pipelined(connection, queries)
-        after: dict[int, int] = answers[-4] if charges else {}
-        return after
+        after: dict[int, int] = answers[debit_at] if debit_at >= 0 else {}
+        heads: ChainHeads = answers[heads_at] if heads_at >= 0 else {}
+        return after, heads
     release_keys(connection, released)
     if not charges:
-        return {}
+        return {}, {}
     insert_charges(connection, charges)
     after = debit_available_many(connection, Asset.CASH, debits)
     insert_legs_of_charges(connection, legs)
     append_transactions(connection, records)
-    return after
+    return after, {}

@@ -9,7 +9,7 @@ statement per table, so a batch of 64 charges costs four statements here instead
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -17,7 +17,7 @@ from sqlalchemy import Connection, text
 from engine.storage.audit_trail import append_audit_events, append_queries, lock_heads_queries
 from engine.storage.bulk import is_postgresql
 from engine.storage.idempotency import store_responses, store_responses_query
-from engine.storage.pipeline import run_pipelined, write
+from engine.storage.pipeline import Query, run_pipelined, write
 from engine.storage.unit_of_work import RequestOutcome
 
 __all__ = ["RequestOutcome", "write_outcomes"]
@@ -28,12 +28,22 @@ _COMMIT = text("COMMIT")
 
 
 def write_outcomes(
-    connection: Connection, outcomes: Sequence[RequestOutcome], *, commit: bool = False
+    connection: Connection,
+    outcomes: Sequence[RequestOutcome],
+    *,
+    commit: bool = False,
+    locked_heads: Mapping[int, tuple[int, str]] | None = None,
 ) -> None:
     """Store every answer on its key and append every audit row to its user's chain (in the
     order given, which is each user's order of requests). With ``commit`` (a group-commit
     batch's last writes) PostgreSQL's COMMIT is sent in the same round trip as the audit rows:
-    an error in any of them, the COMMIT's own included, is raised here as any other."""
+    an error in any of them, the COMMIT's own included, is raised here as any other.
+
+    ``locked_heads``: chain heads this transaction already locked and read (a joined run of cash
+    charges locks its users' heads with its writes); only the other users' heads are locked
+    here, and when there are none the answers go with the audit rows, one round trip in all. A
+    head that moved after all (a bug) cannot fork its chain: the audit rows' primary key is
+    ``(user_id, seq)``, so the insert fails and the batch is rerun."""
     if not outcomes:
         return
     answers: dict[str, list[Any]] = {
@@ -43,11 +53,17 @@ def write_outcomes(
     }
     events = [outcome.audit_event for outcome in outcomes]
     if is_postgresql(connection):
-        # Two round trips in all (engine.storage.pipeline): the answers with the chain heads,
-        # then the audit rows chained after them.
-        users = sorted({event.user_id for event in events})
-        heads = run_pipelined(connection, [store_responses_query(answers), *lock_heads_queries(users)])[-1]
-        run_pipelined(connection, [*append_queries(events, heads), *([write(_COMMIT, {})] if commit else [])])
+        # At most two round trips (engine.storage.pipeline): the answers with the chain heads
+        # not locked yet, then the audit rows chained after them.
+        chained = {event.user_id for event in events}
+        heads = {user: head for user, head in (locked_heads or {}).items() if user in chained}
+        users = sorted(chained - heads.keys())
+        last: list[Query[Any]] = [write(_COMMIT, {})] if commit else []
+        first = [store_responses_query(answers)]
+        if users:
+            heads |= run_pipelined(connection, [*first, *lock_heads_queries(users)])[-1]
+            first = []
+        run_pipelined(connection, [*first, *append_queries(events, heads), *last])
         return
     store_responses(connection, answers)
     append_audit_events(connection, events)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, TypeVar
@@ -188,7 +188,12 @@ class WriteOutcomes(Protocol):
     it may end the transaction with its last statements."""
 
     def __call__(
-        self, connection: Connection, outcomes: Sequence[RequestOutcome], *, commit: bool = False
+        self,
+        connection: Connection,
+        outcomes: Sequence[RequestOutcome],
+        *,
+        commit: bool = False,
+        locked_heads: Mapping[int, tuple[int, str]] | None = None,
     ) -> None: ...
 
 
@@ -222,6 +227,10 @@ class BatchTransaction(_Transaction):
         self.savepoints_kept = 0
         self._outcomes: list[RequestOutcome] = []
         self._responses: dict[tuple[int, str], str] = {}
+        #: Audit chain heads locked in this transaction outside any savepoint (a savepoint's
+        #: rollback would release its locks), as they were read: ``write_outcomes`` chains after
+        #: them instead of locking them again.
+        self._locked_heads: dict[int, tuple[int, str]] = {}
 
     def __enter__(self) -> BatchTransaction:
         self._begin(self.connection)
@@ -236,6 +245,11 @@ class BatchTransaction(_Transaction):
         self._outcomes.append(outcome)
         self._responses[(outcome.user_id, outcome.idempotency_key)] = outcome.response
 
+    def heads_locked(self, heads: Mapping[int, tuple[int, str]]) -> None:
+        """``heads`` were locked and read in this transaction, outside any savepoint, and no
+        audit row has been appended for their users since (appends wait for :meth:`commit`)."""
+        self._locked_heads.update(heads)
+
     def pending_response(self, user_id: int, key: str) -> str | None:
         """The answer an earlier request of this batch gave on ``key``, not stored yet: a retry
         arriving in the same batch as its original replays it."""
@@ -244,7 +258,7 @@ class BatchTransaction(_Transaction):
     def commit(self) -> None:
         # The outcomes' writer may send COMMIT with its last statements (one round trip less);
         # the driver's commit then finds no transaction open and sends nothing.
-        self._write_outcomes(self.connection, self._outcomes, commit=True)
+        self._write_outcomes(self.connection, self._outcomes, commit=True, locked_heads=self._locked_heads)
         super().commit()
 
     @contextlib.contextmanager
