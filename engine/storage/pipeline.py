@@ -41,7 +41,7 @@ from psycopg import errors, pq
 from psycopg.adapt import PyFormat, Transformer
 from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
@@ -136,11 +136,22 @@ class _Prepared:
 @dataclass(frozen=True)
 class _Sent:
     """One command in flight: a query (its answer is returned), a preparation (the cache entry
-    recorded once the server has accepted it), or the transaction's BEGIN."""
+    recorded once the server has accepted it), or the transaction's BEGIN; ``sql`` is what an
+    error in it names."""
 
+    sql: bytes
     prepare_key: _PrepareKey | None = None
     prepared_name: bytes = b""
     answered: bool = False
+
+
+class _StatementFailed(Exception):
+    """A statement of the pipeline failed (``error``); ``sql`` is that statement."""
+
+    def __init__(self, error: psycopg.Error, sql: bytes) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.sql = sql
 
 
 def run_pipelined(connection: Connection, queries: Sequence[Query[Any]]) -> list[Any]:
@@ -150,20 +161,28 @@ def run_pipelined(connection: Connection, queries: Sequence[Query[Any]]) -> list
     require(0 < len(queries) <= MAX_PIPELINED_STATEMENTS, f"1..{MAX_PIPELINED_STATEMENTS} statements")
     driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
     prepared: _Prepared = connection.connection.info.setdefault(_PREPARED_INFO_KEY, _Prepared({}))
-    sql = b""
     try:
         with driver.lock:
             answers = _exchange(driver, prepared, queries)
-    except psycopg.Error as error:
-        # As SQLAlchemy does for a statement it runs itself: a lost connection is invalidated, so
-        # the pool never hands it out again and the error says so (``connection_invalidated``).
-        lost = driver.broken or driver.pgconn.status == pq.ConnStatus.BAD
-        if lost:
-            connection.invalidate(error)
-        raise DBAPIError.instance(
-            sql.decode(errors="replace"), None, error, psycopg.Error, connection_invalidated=lost
-        ) from error
+    except _StatementFailed as failed:
+        raise _driver_error(connection, driver, failed.error, failed.sql) from failed.error
+    except psycopg.Error as error:  # the connection itself failed (sending or reading)
+        raise _driver_error(connection, driver, error, b"") from error
     return [query.read(answer) for query, answer in zip(queries, answers, strict=True)]
+
+
+def _driver_error(
+    connection: Connection, driver: psycopg.Connection[Any], error: psycopg.Error, sql: bytes
+) -> StatementError:
+    """``error`` as SQLAlchemy raises a driver error of a statement it ran itself: a lost
+    connection is invalidated, so the pool never hands it out again, and the error says so
+    (``connection_invalidated``)."""
+    lost = driver.broken or driver.pgconn.status == pq.ConnStatus.BAD
+    if lost:
+        connection.invalidate(error)
+    return DBAPIError.instance(
+        sql.decode(errors="replace"), None, error, psycopg.Error, connection_invalidated=lost
+    )
 
 
 def _exchange(
@@ -180,8 +199,9 @@ def _exchange(
             # What psycopg sends before a transaction's first statement (its isolation level
             # included): without it the pipeline would be a transaction of its own, committed at
             # its sync, and the statements after it another.
-            pgconn.send_query_params(driver._get_tx_start_command(), None)
-            sent.append(_Sent())
+            begin = driver._get_tx_start_command()
+            pgconn.send_query_params(begin, None)
+            sent.append(_Sent(begin))
         for query in queries:
             form = _compiled(query.statement)
             formats = [PyFormat.AUTO] * len(form.names)
@@ -192,11 +212,11 @@ def _exchange(
             if name is None:
                 name = prepared.next_name()
                 pgconn.send_prepare(name, form.sql, param_types=types)
-                sent.append(_Sent(prepare_key=key, prepared_name=name))
+                sent.append(_Sent(form.sql, prepare_key=key, prepared_name=name))
             pgconn.send_query_prepared(
                 name, params, param_formats=transformer.formats, result_format=pq.Format.BINARY
             )
-            sent.append(_Sent(answered=True))
+            sent.append(_Sent(form.sql, answered=True))
         pgconn.pipeline_sync()
         while pgconn.flush():
             select.select([], [pgconn.socket], [])
@@ -217,7 +237,7 @@ def _read_answers(
     error (the statements after it answer ``PIPELINE_ABORTED``) raised once all are read, so the
     connection is left with nothing pending."""
     answers: list[Rows] = []
-    failure: psycopg.Error | None = None
+    failure: _StatementFailed | None = None
     position = 0
     while True:
         while pgconn.is_busy():
@@ -234,7 +254,8 @@ def _read_answers(
         entry = sent[position]
         if status == pq.ExecStatus.FATAL_ERROR:
             if failure is None:
-                failure = errors.error_from_result(result, encoding=driver.info.encoding)
+                error = errors.error_from_result(result, encoding=driver.info.encoding)
+                failure = _StatementFailed(error, entry.sql)
         elif status == pq.ExecStatus.PIPELINE_ABORTED:
             pass
         elif entry.prepare_key is not None:

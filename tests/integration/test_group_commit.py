@@ -32,6 +32,7 @@ from engine.service.issue import issue
 from engine.service.queries import get_wallet
 from engine.storage import cash_charges as storage_cash_charges
 from engine.storage import outcomes as storage_outcomes
+from engine.storage.unit_of_work import BatchTransaction
 from tests.support.coupons import claim_one, template
 from tests.support.wallets import available, transaction_count
 
@@ -329,6 +330,81 @@ def test_a_joined_run_answers_each_charge_with_its_own_wallet(engine_context: En
     with pytest.raises(CofferError) as refused:  # its key was released: checked afresh, refused again
         charge(context, ChargeCommand("k2", GOOD, "o2", "m", "", 400))
     assert refused.value.reason is Reason.INSUFFICIENT_FUNDS
+    assert audit(context).ok
+
+
+def _audit_seqs(context: EngineContext, user_id: int) -> list[int]:
+    with context.router.for_user(user_id).engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT seq FROM audit_events WHERE user_id = :user ORDER BY seq"), {"user": user_id}
+        ).all()
+    return [int(row.seq) for row in rows]
+
+
+def test_a_users_joined_and_single_requests_in_one_batch_extend_one_chain(
+    engine_context: EngineContext,
+) -> None:
+    """A joined run locks its users' audit chain heads with its writes and the batch chains its
+    audit rows after them at COMMIT; a single-path request of the same user in the same batch
+    (a coupon charge, between two cash runs) must land on the same chain, in arrival order."""
+    context = engine_context
+    _top_up(context, COUPON_OWNER, 1_000)
+    coupon_id = claim_one(context, COUPON_OWNER, template(context, amount_off=100, min_spend=100))
+    before = _audit_seqs(context, COUPON_OWNER)
+    batch = [
+        _pending(context, ChargeCommand("cash-1", COUPON_OWNER, "o-1", "m", "", 100), "joined"),
+        _pending(
+            context,
+            ChargeCommand("coupon", COUPON_OWNER, "o-2", "m", "", 300, coupon_ids=(coupon_id,)),
+            "joined",
+        ),
+        _pending(context, ChargeCommand("cash-2", COUPON_OWNER, "o-3", "m", "", 50), "joined"),
+        _pending(context, ChargeCommand("cash-good", GOOD, "o-4", "m", "", 10), "joined"),
+    ]
+    _top_up(context, GOOD, 100)
+    writer = _run(context, batch)
+    assert (writer.batches_committed, writer.batches_rerun) == (1, 0)
+    assert [_outcome(request) for request in batch] == ["ok"] * 4
+    assert available(get_wallet(context, COUPON_OWNER)) == 1_000 - 100 - 200 - 50
+    assert _audit_seqs(context, COUPON_OWNER) == list(range(1, len(before) + 4))
+    with context.router.for_user(COUPON_OWNER).engine.connect() as connection:
+        keys = connection.execute(
+            text(
+                "SELECT idempotency_key FROM audit_events WHERE user_id = :user AND rpc = 'Charge' "
+                "ORDER BY seq"
+            ),
+            {"user": COUPON_OWNER},
+        ).all()
+    assert [row.idempotency_key for row in keys] == ["cash-1", "coupon", "cash-2"]
+    assert audit(context).ok
+
+
+def test_a_stale_chain_head_fails_the_batch_and_never_forks_a_chain(
+    pg_context: EngineContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were a joined run ever to hand the batch a head that is not the chain's last link, the
+    audit rows' primary key (user, seq) refuses the rows chained after it: the batch is rolled
+    back and its charges rerun one by one, each applied once, and every chain still verifies."""
+    context = pg_context
+    _top_up(context, GOOD, 1_000)
+    _top_up(context, POOR, 1_000)
+    original = BatchTransaction.heads_locked
+
+    def stale(self: BatchTransaction, heads: Any) -> None:
+        original(self, {user: (seq - 1, "0" * 64) for user, (seq, _hash) in heads.items()})
+
+    monkeypatch.setattr(BatchTransaction, "heads_locked", stale)
+    batch = [
+        _pending(context, ChargeCommand("g", GOOD, "o-g", "m", "", 100), "joined"),
+        _pending(context, ChargeCommand("p", POOR, "o-p", "m", "", 200), "joined"),
+    ]
+    writer = _run(context, batch)
+    assert (writer.batches_committed, writer.batches_rerun) == (0, 1)
+    assert [_outcome(request) for request in batch] == ["ok", "ok"]
+    assert available(get_wallet(context, GOOD)) == 900
+    assert available(get_wallet(context, POOR)) == 800
+    assert transaction_count(context, GOOD, "CHARGE") == 1 and transaction_count(context, POOR, "CHARGE") == 1
+    assert _audit_seqs(context, GOOD) == [1, 2] and _audit_seqs(context, POOR) == [1, 2]
     assert audit(context).ok
 
 

@@ -76,7 +76,7 @@ def test_answers_come_back_in_order_with_their_types(shard: Engine) -> None:
 
 def test_an_error_fails_the_pipeline_and_the_connection_stays_usable(shard: Engine) -> None:
     with shard.connect() as connection:
-        with pytest.raises(IntegrityError, match="notes_pkey"), connection.begin():
+        with pytest.raises(IntegrityError, match="notes_pkey") as failure, connection.begin():
             run_pipelined(
                 connection,
                 [
@@ -85,6 +85,8 @@ def test_an_error_fails_the_pipeline_and_the_connection_stays_usable(shard: Engi
                     Query(_COUNT, {}, _count),
                 ],
             )
+        # The error names the statement that failed (the second insert), as SQLAlchemy would.
+        assert str(failure.value.statement).startswith("INSERT INTO notes")
         with connection.begin():
             assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [0]
     assert _committed_notes(shard) == 0
