@@ -5,6 +5,7 @@ Run: PYTHONPATH=. .venv/bin/python scripts/measure_batch_cpu.py [--batches 60] [
 
 import argparse
 import json
+import os
 import time
 
 from engine.domain.commands import ChargeCommand, IssueCommand, TopUpSpec
@@ -23,6 +24,24 @@ parser.add_argument(
     "--alone", action="store_true", help="each charge as work run alone (not joined with its neighbours)"
 )
 args = parser.parse_args()
+
+
+
+def postgres_cpu_s() -> float:
+    """CPU seconds used so far by every PostgreSQL process on the machine (backends included)."""
+    total = 0.0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as file:
+                command = file.read().split(b"\0")[0]
+            with open(f"/proc/{pid}/stat") as file:
+                fields = file.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if command.startswith(b"postgres") or command.endswith(b"/postgres"):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
 
 server = PostgresServer.start()
 try:
@@ -49,13 +68,14 @@ try:
 
     for warm in range(5):
         writer.run_batch(batch(10**7 + warm * args.batch))
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu, database_cpu = time.perf_counter(), time.process_time(), postgres_cpu_s()
     for number in range(args.batches):
         requests = batch(number * args.batch)
         writer.run_batch(requests)
         assert all(request.error is None for request in requests), [r.error for r in requests][:3]
     charges = args.batches * args.batch
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    database_cpu = postgres_cpu_s() - database_cpu
     writer.stop()
     print(
         json.dumps(
@@ -64,6 +84,7 @@ try:
                 "joined": not args.alone,
                 "cpu_us_per_charge": round(cpu / charges * 1e6, 1),
                 "wall_us_per_charge": round(wall / charges * 1e6, 1),
+                "postgres_cpu_us_per_charge": round(database_cpu / charges * 1e6, 1),
             }
         )
     )

@@ -20,6 +20,16 @@ psycopg's own :class:`~psycopg.adapt.Transformer` dumps the parameters and loads
 values and types are exactly what a psycopg cursor would send and return, and each statement is
 prepared once per connection (named ``_coffer_N``, apart from psycopg's own ``_pg3_N``).
 
+Every pipeline first restricts the planner, for the rest of its transaction, to index scans and
+nested loops (:data:`_KEY_DRIVEN_PLANS`). Each pipelined statement is key-driven — a batch's
+keys or users, at most a few hundred, against tables that only grow — and is prepared once per
+connection, so PostgreSQL plans it generically once and keeps that plan until the table is
+next analyzed. Planned while the tables were young (the first batches after a start, or on a new
+shard), those plans were hash joins over sequential scans of ``idempotency_keys``,
+``balances`` and ``audit_chain_heads`` (auto_explain), and every batch after paid for a scan
+that grew with the table: about a quarter of PostgreSQL's CPU per charge at 64 callers (docs/
+performance.md). No pipelined statement is better served by a scan or a hash.
+
 A :class:`Query` is a statement the storage modules already own (a SQLAlchemy statement built
 once), its parameters, and how its rows are read; :func:`run_pipelined` compiles each statement
 once per dialect and sends them all. SQLite has no round trips to save: its callers run their
@@ -66,6 +76,12 @@ _DIALECT = postgresql_psycopg.dialect(paramstyle="numeric_dollar")  # type: igno
 #: ``info``: it lives exactly as long as the server session that holds them).
 _PREPARED_INFO_KEY = "coffer_prepared_statements"
 _PREPARED_PREFIX = "_coffer_"
+#: Sent at the start of every pipeline (``is_local``: until its transaction ends); its answer is
+#: not read. A plan built or rebuilt by any later statement of the transaction obeys it.
+_KEY_DRIVEN_PLANS = (
+    b"SELECT set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true),"
+    b" set_config('enable_mergejoin', 'off', true), set_config('plan_cache_mode', 'force_generic_plan', true)"
+)
 
 
 @dataclass(frozen=True)
@@ -202,21 +218,13 @@ def _exchange(
             begin = driver._get_tx_start_command()
             pgconn.send_query_params(begin, None)
             sent.append(_Sent(begin))
+        _send_prepared(pgconn, prepared, sent, _KEY_DRIVEN_PLANS, (), None, None, answered=False)
         for query in queries:
             form = _compiled(query.statement)
             formats = [PyFormat.AUTO] * len(form.names)
             params = transformer.dump_sequence(form.values(query.parameters), formats)
             types = tuple(transformer.types or ())
-            key = (form.sql, types)
-            name = prepared.names.get(key)
-            if name is None:
-                name = prepared.next_name()
-                pgconn.send_prepare(name, form.sql, param_types=types)
-                sent.append(_Sent(form.sql, prepare_key=key, prepared_name=name))
-            pgconn.send_query_prepared(
-                name, params, param_formats=transformer.formats, result_format=pq.Format.BINARY
-            )
-            sent.append(_Sent(form.sql, answered=True))
+            _send_prepared(pgconn, prepared, sent, form.sql, types, params, transformer.formats, answered=True)
         pgconn.pipeline_sync()
         while pgconn.flush():
             select.select([], [pgconn.socket], [])
@@ -224,6 +232,29 @@ def _exchange(
     finally:
         if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
             pgconn.exit_pipeline_mode()
+
+
+def _send_prepared(
+    pgconn: pq.abc.PGconn,
+    prepared: _Prepared,
+    sent: list[_Sent],
+    sql: bytes,
+    types: tuple[int, ...],
+    params: Sequence[psycopg_abc.Buffer | None] | None,
+    formats: Sequence[pq.Format] | None,
+    *,
+    answered: bool,
+) -> None:
+    """Queue ``sql`` (prepared first if this connection has not prepared it yet); its rows are
+    returned when ``answered``."""
+    key = (sql, types)
+    name = prepared.names.get(key)
+    if name is None:
+        name = prepared.next_name()
+        pgconn.send_prepare(name, sql, param_types=types)
+        sent.append(_Sent(sql, prepare_key=key, prepared_name=name))
+    pgconn.send_query_prepared(name, params, param_formats=formats, result_format=pq.Format.BINARY)
+    sent.append(_Sent(sql, answered=answered))
 
 
 def _read_answers(

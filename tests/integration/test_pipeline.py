@@ -104,8 +104,40 @@ def test_each_statement_is_prepared_once_per_connection(shard: Engine) -> None:
                         Query(_COUNT, {}, _count),
                     ],
                 )
-        assert connection.execute(prepared).scalar_one() == 2
+        # The two statements, and the planner settings every pipeline starts with.
+        assert connection.execute(prepared).scalar_one() == 3
     assert _committed_notes(shard) == 5
+
+
+_BY_IDS = text(
+    "SELECT n.note_id FROM notes AS n JOIN unnest(CAST(:ids AS BIGINT[])) AS k(note_id) ON n.note_id = k.note_id"
+)
+_TABLE_SCANS = text("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'notes'")
+_PLANS = text(
+    "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE '%unnest%'"
+)
+
+
+def test_a_pipelined_statement_probes_the_index_even_planned_on_a_tiny_table(shard: Engine) -> None:
+    """Prepared once per connection, a key-driven statement keeps the plan PostgreSQL chose
+    when it first ran it; on a table of a few rows that is a scan of the whole table, paid on
+    every batch after as the table grows. Every pipeline plans its statements as index probes,
+    generically (planned once, not on every execution), for its own transaction only."""
+    with shard.connect() as connection:
+        with connection.begin():
+            connection.execute(_INSERT, [{"note_id": note_id, "body": "n", "blob": None} for note_id in range(3)])
+        with connection.begin():
+            before = connection.execute(_TABLE_SCANS).one()
+            for _ in range(8):  # past the five custom plans PostgreSQL tries before a generic one
+                answer = run_pipelined(connection, [Query(_BY_IDS, {"ids": "{1,2,7}"}, _rows)])
+                assert sorted(answer[0]) == [(1,), (2,)]
+            after = connection.execute(_TABLE_SCANS).one()
+            # One probe of the primary key per id, never a scan of the table.
+            assert (after.seq_scan - before.seq_scan, after.idx_scan - before.idx_scan) == (0, 8 * 3)
+            assert tuple(connection.execute(_PLANS).one()) == (8, 0)
+        # The restriction ended with the transaction: the session plans as configured.
+        assert connection.execute(text("SHOW enable_seqscan")).scalar_one() == "on"
+        assert connection.execute(text("SHOW plan_cache_mode")).scalar_one() == "auto"
 
 
 def test_prepared_statements_survive_a_rolled_back_savepoint(shard: Engine) -> None:
