@@ -224,7 +224,8 @@ def _exchange(
             formats = [PyFormat.AUTO] * len(form.names)
             params = transformer.dump_sequence(form.values(query.parameters), formats)
             types = tuple(transformer.types or ())
-            _send_prepared(pgconn, prepared, sent, form.sql, types, params, transformer.formats, answered=True)
+            formats_sent = transformer.formats
+            _send_prepared(pgconn, prepared, sent, form.sql, types, params, formats_sent, answered=True)
         pgconn.pipeline_sync()
         while pgconn.flush():
             select.select([], [pgconn.socket], [])

@@ -110,7 +110,8 @@ def test_each_statement_is_prepared_once_per_connection(shard: Engine) -> None:
 
 
 _BY_IDS = text(
-    "SELECT n.note_id FROM notes AS n JOIN unnest(CAST(:ids AS BIGINT[])) AS k(note_id) ON n.note_id = k.note_id"
+    "SELECT n.note_id FROM notes AS n"
+    " JOIN unnest(CAST(:ids AS BIGINT[])) AS k(note_id) ON n.note_id = k.note_id"
 )
 _TABLE_SCANS = text("SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'notes'")
 _PLANS = text(
@@ -125,7 +126,8 @@ def test_a_pipelined_statement_probes_the_index_even_planned_on_a_tiny_table(sha
     generically (planned once, not on every execution), for its own transaction only."""
     with shard.connect() as connection:
         with connection.begin():
-            connection.execute(_INSERT, [{"note_id": note_id, "body": "n", "blob": None} for note_id in range(3)])
+            notes = [{"note_id": note_id, "body": "n", "blob": None} for note_id in range(3)]
+            connection.execute(_INSERT, notes)
         with connection.begin():
             before = connection.execute(_TABLE_SCANS).one()
             for _ in range(8):  # past the five custom plans PostgreSQL tries before a generic one
