@@ -5,7 +5,9 @@ only (so the same bench measures today's engine and any later one).
 Phases, each ending in ``Admin.Audit``:
 
 1. ``pgbench -i -s 10``, then pgbench's built-in TPC-B ``-c 8 -j 2 -T 20 -M prepared``;
-2. the engine (``python server.py``, 2 worker processes) on 2 shard databases of that cluster:
+2. the engine (``python server.py``, 2 worker processes) on ``--shards`` shard databases of that
+   cluster (default 1: one PostgreSQL server is one physical shard, CONTRACT §5; a second
+   database on the same server only splits each batch in two — docs/performance.md):
 
    * ``echo``: ``grpc.health.v1.Health/Check`` on the engine, the same harness and callers: what
      the engine's server stack and interceptors cost with no use case behind them (the floor);
@@ -15,7 +17,7 @@ Phases, each ending in ``Admin.Audit``:
    * ``half_load``: an open loop at half the plain phase's charge rate, requests on a fixed
      schedule and latency from the scheduled start (no coordinated omission): its p99;
 
-3. ``mtls``: the plain phase again (``--mtls-duration``) on 2 fresh shard databases of the same
+3. ``mtls``: the plain phase again (``--mtls-duration``) on as many fresh shard databases of the same
    cluster, the engine started with ``COFFER_AUTH=mtls`` and certificates from
    ``scripts/make_certs.py`` in a temporary directory; the harness sends each RPC with its role's
    client certificate (``--credentials-dir``): what TLS and caller identities cost;
@@ -61,7 +63,6 @@ PGBENCH_TIMEOUT_SECONDS = 600
 _TPS = re.compile(r"^tps = ([0-9.]+) \((?:without|excluding) initial connection", re.MULTILINE)
 _TPS_ANY = re.compile(r"^tps = ([0-9.]+)", re.MULTILINE)
 _LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
-SHARDS = 2
 #: The engine's default virtual shard count (engine/config.py); preloaded users are placed by it.
 VIRTUAL_SHARDS = 128
 #: The open-loop phase runs at this share of the plain phase's measured charge rate.
@@ -82,6 +83,13 @@ OPTIONS: tuple[tuple[str, type, float, str], ...] = (
     ("--mixed-users", int, 128, "users to seed for the mixed phase"),
     ("--workers", int, 2, "engine processes (COFFER_WORKERS, one per core)"),
     ("--threads", int, 8, "threads and connections per engine process"),
+    (
+        "--shards",
+        int,
+        1,
+        "shard databases (COFFER_SHARDS) on the one PostgreSQL server; one, as deployed: a "
+        "second database on the same server adds a writer and a commit per batch, not a core",
+    ),
 )
 MICROSECONDS_PER_SECOND = 1_000_000
 
@@ -220,7 +228,7 @@ def _ratio(numerator: float, denominator: float) -> float:
 def run_bench(bench: Bench) -> None:
     args, line, console = bench.args, bench.line, bench.console
     with postgres_cluster() as postgres:
-        shards = [postgres.create_database(f"bench_shard{index}") for index in range(SHARDS)]
+        shards = [postgres.create_database(f"bench_shard{index}") for index in range(args.shards)]
         postgres.create_database("bench_pgbench")
         measured = pgbench(postgres, "bench_pgbench", console)
         line["pgbench_tps"] = round(measured["tps"], 1)
@@ -270,7 +278,7 @@ def run_mtls(bench: Bench, postgres: PostgresServer) -> None:
     """The plain phase against an engine under ``COFFER_AUTH=mtls`` on fresh shards (as the
     plain phase had), the harness holding one client certificate per role."""
     args = bench.args
-    shards = [postgres.create_database(f"bench_mtls_shard{index}") for index in range(SHARDS)]
+    shards = [postgres.create_database(f"bench_mtls_shard{index}") for index in range(args.shards)]
     with tempfile.TemporaryDirectory(prefix="coffer-bench-certs-") as directory:
         certificates = make_certificates(Path(directory))
         with engine_process(
@@ -293,7 +301,7 @@ def run_mtls(bench: Bench, postgres: PostgresServer) -> None:
 def run_scale(bench: Bench) -> None:
     args, line, console = bench.args, bench.line, bench.console
     with postgres_cluster() as postgres, ExitStack() as stack:
-        names = [f"scale_shard{index}" for index in range(SHARDS)]
+        names = [f"scale_shard{index}" for index in range(args.shards)]
         shards = [postgres.create_database(name) for name in names]
         engine = stack.enter_context(
             engine_process(
@@ -387,6 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "processes": args.processes,
             "workers": args.workers,
             "threads": args.threads,
+            "shards": args.shards,
             "duration_s": args.duration,
             "users": args.users,
             "mix": CASH_CHARGE_MIX,
