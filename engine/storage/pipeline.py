@@ -20,15 +20,16 @@ psycopg's own :class:`~psycopg.adapt.Transformer` dumps the parameters and loads
 values and types are exactly what a psycopg cursor would send and return, and each statement is
 prepared once per connection (named ``_coffer_N``, apart from psycopg's own ``_pg3_N``).
 
-Every pipeline first restricts the planner, for the rest of its transaction, to index scans and
-nested loops (:data:`_KEY_DRIVEN_PLANS`). Each pipelined statement is key-driven — a batch's
+Every pipeline first restricts the planner, for the rest of its transaction, to index scans,
+nested loops and generic plans (:data:`_KEY_DRIVEN_PLANS`). Each pipelined statement is key-driven — a batch's
 keys or users, at most a few hundred, against tables that only grow — and is prepared once per
 connection, so PostgreSQL plans it generically once and keeps that plan until the table is
 next analyzed. Planned while the tables were young (the first batches after a start, or on a new
 shard), those plans were hash joins over sequential scans of ``idempotency_keys``,
 ``balances`` and ``audit_chain_heads`` (auto_explain), and every batch after paid for a scan
 that grew with the table: about a quarter of PostgreSQL's CPU per charge at 64 callers (docs/
-performance.md). No pipelined statement is better served by a scan or a hash.
+performance.md). Two more stayed on custom plans, planned again at every execution. No pipelined
+statement is better served by a scan or a hash.
 
 A :class:`Query` is a statement the storage modules already own (a SQLAlchemy statement built
 once), its parameters, and how its rows are read; :func:`run_pipelined` compiles each statement
