@@ -1,6 +1,7 @@
 """CPU per plain cash charge on a group-commit writer (engine.service.group_commit), with no gRPC:
 batches of ``--batch`` charges over ``--users`` users on a throwaway PostgreSQL, run directly by
-one shard's writer; prints one JSON line (docs/performance.md "Group commit").
+one shard's writer; prints one JSON line (docs/performance.md "Group commit"): the engine's CPU
+and wall time per charge, and the CPU every PostgreSQL process on the machine spent meanwhile.
 Run: PYTHONPATH=. .venv/bin/python scripts/measure_batch_cpu.py [--batches 60] [--batch 32] [--alone]"""
 
 import argparse
@@ -24,7 +25,6 @@ parser.add_argument(
     "--alone", action="store_true", help="each charge as work run alone (not joined with its neighbours)"
 )
 args = parser.parse_args()
-
 
 
 def postgres_cpu_s() -> float:
