@@ -334,10 +334,14 @@ _LIVE_ORDERS = {
         "WHERE c.user_id = o.user_id AND c.merchant_id = o.merchant_id AND c.order_id = o.order_id "
         f"AND c.kind = '{ORDER_CHARGE_KIND}' AND c.status IN ({_LIVE_ORDER_STATUSES}) LIMIT 1) AS live"
     ),
+    # SQLite: ``CROSS JOIN`` is its way to fix the join order. With a plain JOIN it made
+    # ``charges`` the outer loop, reading every live charge through ix_charges_hold_expiry on
+    # each batch: two thirds of the embedded engine's CPU at 64 callers, growing with the table.
+    # The statuses and kind are the partial index's own terms, so the probe can use it.
     "sqlite": text(
-        "SELECT c.user_id, c.merchant_id, c.order_id FROM charges AS c JOIN ("
+        "SELECT o.user_id, o.merchant_id, o.order_id FROM ("
         "SELECT json_extract(value, '$[0]') AS user_id, json_extract(value, '$[1]') AS merchant_id, "
-        "json_extract(value, '$[2]') AS order_id FROM json_each(:orders)) AS o "
+        "json_extract(value, '$[2]') AS order_id FROM json_each(:orders)) AS o CROSS JOIN charges AS c "
         "ON c.user_id = o.user_id AND c.merchant_id = o.merchant_id AND c.order_id = o.order_id "
         f"WHERE c.kind = '{ORDER_CHARGE_KIND}' AND c.status IN ({_LIVE_ORDER_STATUSES})"
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from sqlalchemy import insert, select
 
 from engine.domain.commands import ChargeCommand, IssueCommand, RefundCommand, TopUpSpec, VoidCommand
 from engine.domain.errors import CofferError, Reason
@@ -16,6 +17,9 @@ from engine.service.issue import issue
 from engine.service.queries import get_wallet
 from engine.service.refund import refund
 from engine.service.void import void
+from engine.storage.charges import live_orders
+from engine.storage.schema import charges
+from tests.support.engines import make_context
 from tests.support.wallets import available
 
 USER = 12
@@ -69,3 +73,46 @@ def test_concurrent_charges_for_one_order_under_different_keys(funded: EngineCon
     assert set(outcomes) == {"ok", "ORDER_ALREADY_CHARGED"}, outcomes
     assert available(get_wallet(funded, USER)) == 10_000 - 100
     assert audit(funded).ok
+
+
+def test_the_batched_live_order_look_up_probes_its_index_on_sqlite(sqlite_shard_urls: list[str]) -> None:
+    """The set-based look-up a cash batch makes (engine.storage.charges.live_orders) costs the
+    same however many charges the table holds: SQLite once made ``charges`` the outer loop and
+    read every live charge on each batch. Measured in SQLite VM steps, which do not drift."""
+    context = make_context(sqlite_shard_urls)
+    try:
+        issue(context, IssueCommand("top", USER, TopUpSpec(10_000, Asset.CASH, "alipay", "t")))
+        charge(context, ChargeCommand("paid", USER, "order-paid", "m-1", "", 300))
+        asked = [(USER, "m-1", "order-paid"), (USER, "m-1", "order-new")]
+        with context.router.for_user(USER).engine.begin() as connection:
+            paid = connection.execute(select(charges).where(charges.c.user_id == USER)).mappings().one()
+
+            def steps_of_one_look_up() -> tuple[int, set[tuple[int, str, str]]]:
+                steps = 0
+
+                def count() -> int:
+                    nonlocal steps
+                    steps += 1
+                    return 0  # go on
+
+                driver = connection.connection.driver_connection
+                driver.set_progress_handler(count, 1)
+                try:
+                    found = live_orders(connection, asked)
+                finally:
+                    driver.set_progress_handler(None, 1)
+                return steps, found
+
+            before, found_before = steps_of_one_look_up()
+            others = [
+                {**paid, "charge_id": f"other-{n}", "user_id": USER + 1 + n % 50, "order_id": f"o-{n}"}
+                for n in range(3_000)
+            ]
+            connection.execute(insert(charges), others)
+            after, found_after = steps_of_one_look_up()
+            connection.rollback()
+    finally:
+        context.router.dispose()
+    assert found_before == found_after == {(USER, "m-1", "order-paid")}
+    # A scan of the 3,000 live charges would cost tens of thousands of steps more.
+    assert after <= before + 50, (before, after)
