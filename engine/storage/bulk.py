@@ -97,6 +97,16 @@ def array_literal(values: Sequence[Any]) -> str:
     """``values`` as one PostgreSQL array literal (``{1,2}``, ``{"a","b\\"c"}``), cast to its
     type by the statement. Built here rather than by the driver, whose per-element escaping costs
     more CPU than the database spends inserting the row."""
+    # A batch's column is nearly always all ints or all plain strings: joined in one call each,
+    # escaping only a column that needs it (py-spy: per-element calls were an eighth of the
+    # bulk path's engine CPU).
+    kinds = set(map(type, values))
+    if kinds <= {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    if kinds == {str}:
+        if "\\" in (probe := "".join(values)) or '"' in probe:
+            values = [value.replace("\\", "\\\\").replace('"', '\\"') for value in values]
+        return '{"' + '","'.join(values) + '"}'
     return "{" + ",".join(map(_element_literal, values)) + "}"
 
 
