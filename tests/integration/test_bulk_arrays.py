@@ -14,11 +14,14 @@ from engine.service.context import EngineContext
 from engine.storage.bulk import array_literal
 
 _ROUND_TRIP = {
-    "TEXT[]": text("SELECT value FROM unnest(CAST(:values AS TEXT[])) WITH ORDINALITY AS a(value, n) ORDER BY n"),
-    "BIGINT[]": text("SELECT value FROM unnest(CAST(:values AS BIGINT[])) WITH ORDINALITY AS a(value, n) ORDER BY n"),
+    array_type: text(
+        f"SELECT value FROM unnest(CAST(:values AS {array_type})) WITH ORDINALITY AS a(value, n) ORDER BY n"
+    )
+    for array_type in ("TEXT[]", "BIGINT[]")
 }
 #: PostgreSQL text holds no NUL; every other character may reach a statement.
-_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+_CHARACTERS = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_TEXT = st.text(alphabet=_CHARACTERS, max_size=12)
 _TRICKY = st.sampled_from(['"', "\\", "\\\\\"", ",", "{", "}", "{a,b}", " ", "", "NULL", "null", "'"])
 _ONCE = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -37,7 +40,7 @@ def test_strings_read_back_as_they_were(pg_context: EngineContext, values: list[
 
 @_ONCE
 @given(values=st.lists(st.one_of(st.none(), _TEXT, _TRICKY), max_size=30))
-def test_strings_with_nulls_read_back_as_they_were(pg_context: EngineContext, values: list[str | None]) -> None:
+def test_strings_and_nulls_read_back(pg_context: EngineContext, values: list[str | None]) -> None:
     assert _read_back(pg_context, "TEXT[]", values) == values
 
 
