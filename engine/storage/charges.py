@@ -387,6 +387,17 @@ def lock_charge(connection: Connection, charge_id: str) -> Row | None:  # type: 
     ).one_or_none()
 
 
+def charge_owners(connection: Connection, charge_ids: Sequence[str]) -> dict[str, int]:
+    """The user of each of ``charge_ids`` that is a charge, without a lock: a charge's user never
+    changes (the group-commit writer orders a batch by it, engine.service.group_commit)."""
+    if not charge_ids:
+        return {}
+    rows = connection.execute(
+        select(charges.c.charge_id, charges.c.user_id).where(charges.c.charge_id.in_(sorted(set(charge_ids))))
+    ).all()
+    return {str(row.charge_id): int(row.user_id) for row in rows}
+
+
 def read_charge_row(connection: Connection, charge_id: str) -> Row | None:  # type: ignore[type-arg]
     return connection.execute(select(charges).where(charges.c.charge_id == charge_id)).one_or_none()
 

@@ -25,7 +25,9 @@ from engine.service.group_commit import (
     Joinable,
     PendingWrite,
     ShardWriter,
+    WriteRoute,
     batch_order,
+    route_for_id,
     route_for_user,
 )
 from engine.service.issue import issue
@@ -240,6 +242,57 @@ def test_batch_order_sorts_by_user_and_keeps_each_users_arrival_order(engine_con
 
     batch = [request(9, "9a"), request(3, "3a"), request(9, "9b"), request(None, "fence"), request(1, "1a")]
     assert [item.token for item in batch_order(batch)] == ["3a", "9a", "9b", "fence", "1a"]
+
+    # A request that names a charge takes its place among the charge's user's requests, in
+    # arrival order; a charge id the writer could not place (not found) stays a fence.
+    def naming(charge_id: str, token: str) -> PendingWrite[str]:
+        route = route_for_user(engine_context, GOOD)
+        return PendingWrite(type(route)(route.shard, None, charge_id), lambda: None, token)
+
+    batch = [request(9, "9a"), naming("c-of-3", "capture-3"), request(3, "3a"), naming("unknown", "fence")]
+    batch += [request(1, "1a"), naming("c-of-9", "refund-9"), request(9, "9b")]
+    owners = {"c-of-3": 3, "c-of-9": 9}
+    assert [item.token for item in batch_order(batch, owners)] == [
+        "capture-3",
+        "3a",
+        "9a",
+        "fence",
+        "1a",
+        "refund-9",
+        "9b",
+    ]
+
+
+def test_the_writer_runs_a_request_naming_a_charge_among_its_users_requests(
+    engine_context: EngineContext,
+) -> None:
+    """A capture, void or refund names a charge, not its user: the writer looks the user up
+    before it orders the batch, so the batch still locks users in ascending order."""
+    context = engine_context
+    _top_up(context, GOOD, 1_000)
+    paid = charge(context, ChargeCommand("paid", GOOD, "o-paid", "m", "", 100))
+    by_charge = route_for_id(context, paid.charge_id)
+    assert by_charge is not None and by_charge.user_id is None
+    shard = by_charge.shard
+    ran: list[str] = []
+
+    def request(route: WriteRoute, token: str) -> PendingWrite[str]:
+        return PendingWrite(route, lambda: ran.append(token), token)
+
+    writer = ShardWriter(shard, lambda _settled: None)
+    try:
+        writer.run_batch(
+            [
+                request(WriteRoute(shard, GOOD + 7), "after"),
+                request(by_charge, "by-charge"),
+                request(WriteRoute(shard, GOOD + 1), "between"),
+                request(WriteRoute(shard, GOOD), "same-user"),
+            ]
+        )
+    finally:
+        writer.stop()
+    assert writer.batches_committed == 1
+    assert ran == ["by-charge", "same-user", "between", "after"]
 
 
 def test_five_hundred_charges_for_one_user_end_at_the_exact_balance(
