@@ -286,9 +286,12 @@ class ShardWriter(Generic[Token]):
         failure or a lock wait past :data:`BATCH_LOCK_TIMEOUT_MS` — or else (and on any other
         failure) one by one; when this returns every request has its outcome and every effect it
         reports has committed."""
+        # The users of the charges the batch names, read by its first attempt: a charge's user
+        # never changes, so a second attempt and a one-by-one rerun order by the same answer.
+        owners: dict[str, int] = {}
         for attempt in range(1, BATCH_ATTEMPTS + 1):
             try:
-                self._run_together(batch)
+                self._run_together(batch, owners)
                 self.batches_committed += 1
                 return
             except Exception as failure:
@@ -306,18 +309,22 @@ class ShardWriter(Generic[Token]):
                     break
                 # A transaction that only waited too long leaves a sound session: kept.
         self.batches_rerun += 1
-        for request in batch_order(batch):
+        for request in batch_order(batch, owners):
             # No batch is open on this thread now, so each request opens its own transaction.
             try:
                 request.result, request.error = request.work(), None
             except Exception as error:  # delivered to that request's caller
                 request.result, request.error = None, error
 
-    def _run_together(self, batch: Sequence[PendingWrite[Token]]) -> None:
+    def _run_together(self, batch: Sequence[PendingWrite[Token]], owners: dict[str, int]) -> None:
+        """``batch`` in one transaction, ordered by :func:`batch_order`; ``owners`` is filled
+        with the users of the charges it names that no earlier attempt looked up."""
         connection = self._held_connection()
         with BatchTransaction(self.shard.engine, connection, write_outcomes) as transaction:
-            named = _named_charges(batch)
-            ordered = batch_order(batch, charge_owners(connection, named) if named else None)
+            unplaced = [charge_id for charge_id in _named_charges(batch) if charge_id not in owners]
+            if unplaced:
+                owners.update(charge_owners(connection, unplaced))
+            ordered = batch_order(batch, owners)
             for run in joined_runs(ordered):
                 if run[0].joinable is not None:
                     _run_joined(run, run[0].joinable)

@@ -89,8 +89,12 @@ def _element_literal(value: Any) -> str:
         return "t" if value else "f"
     if isinstance(value, int):
         return str(value)
-    text_value = str(value)
-    return '"' + text_value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + _escaped(str(value)) + '"'
+
+
+def _escaped(text: str) -> str:
+    """``text`` as it goes between an array literal's double quotes."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def array_literal(values: Sequence[Any]) -> str:
@@ -105,7 +109,7 @@ def array_literal(values: Sequence[Any]) -> str:
         return "{" + ",".join(map(str, values)) + "}"
     if kinds == {str}:
         if "\\" in (probe := "".join(values)) or '"' in probe:
-            values = [value.replace("\\", "\\\\").replace('"', '\\"') for value in values]
+            values = list(map(_escaped, values))
         return '{"' + '","'.join(values) + '"}'
     return "{" + ",".join(map(_element_literal, values)) + "}"
 
