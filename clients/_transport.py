@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.message import Message
 
 from clients._requests import new_idempotency_key
@@ -264,9 +264,12 @@ class Transport:
             request_serializer=HealthCheckRequest.SerializeToString,
             response_deserializer=HealthCheckResponse.FromString,
         )
+        # Set by name: the message class is built at run time (``_health_messages``), so its
+        # fields are unknown to the type checker.
+        request = json_format.ParseDict({"service": service}, HealthCheckRequest())
         try:
             answer = check(
-                HealthCheckRequest(service=service),
+                request,
                 timeout=self.timeout if timeout is None else timeout,
                 metadata=self.metadata,
             )

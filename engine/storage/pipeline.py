@@ -57,6 +57,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from engine.domain.errors import require
+from engine.storage import libpq_sends
 
 __all__ = ["MAX_PIPELINED_STATEMENTS", "Query", "Rows", "run_pipelined", "write"]
 
@@ -227,8 +228,10 @@ def _exchange(
             types = tuple(transformer.types or ())
             formats_sent = transformer.formats
             _send_prepared(pgconn, prepared, sent, form.sql, types, params, formats_sent, answered=True)
-        pgconn.pipeline_sync()
-        while pgconn.flush():
+        # Sent with the GIL released (engine.storage.libpq_sends: a send that wakes the
+        # backend can deschedule this thread while the event loop waits for the GIL).
+        libpq_sends.pipeline_sync(pgconn)
+        while libpq_sends.flush(pgconn):
             select.select([], [pgconn.socket], [])
         return _read_answers(pgconn, transformer, prepared, sent, driver)
     finally:

@@ -5,13 +5,17 @@ connection usable, and prepares each statement once per connection."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 from collections.abc import Iterator
 
+import psycopg
 import pytest
+from psycopg import pq
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import IntegrityError
 
+from engine.storage import libpq_sends
 from engine.storage.database import create_shard_engine
 from engine.storage.pipeline import Query, Rows, run_pipelined, write
 from tests.support.servers import PostgresServer
@@ -153,3 +157,40 @@ def test_prepared_statements_survive_a_rolled_back_savepoint(shard: Engine) -> N
         connection.execute(_INSERT, {"note_id": 1, "body": "refused", "blob": None})
         savepoint.rollback()
         assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [0]
+
+
+@pytest.mark.skipif(pq.__impl__ == "python", reason="psycopg's ctypes libpq releases the GIL itself")
+def test_the_sends_go_through_psycopgs_own_libpq_with_the_gil_released(postgres: PostgresServer) -> None:
+    assert libpq_sends.releases_gil()
+    with libpq_sends.MAPS_PATH.open() as maps:
+        path = libpq_sends.libpq_path(maps)
+    assert path is not None
+    # The library called is the very version psycopg reports (the one it was linked with).
+    assert ctypes.CDLL(path).PQlibVersion() == pq.version()
+
+
+def test_a_pipeline_larger_than_the_sockets_buffer_is_sent_in_full(shard: Engine) -> None:
+    # 16 MiB cannot sit in a loopback socket's buffer: flush() reports data left to send and
+    # the pipeline waits for the socket until the server has read it all.
+    blob = bytes(range(256)) * (16 * 1024 * 4)
+    with shard.begin() as connection:
+        answers = run_pipelined(
+            connection,
+            [
+                write(_INSERT, {"note_id": 1, "body": "big", "blob": blob}),
+                write(_INSERT, {"note_id": 2, "body": "big too", "blob": blob}),
+                Query(text("SELECT note_id, length(blob) AS bytes FROM notes ORDER BY note_id"), {}, _rows),
+            ],
+        )
+    assert answers[2] == [(1, len(blob)), (2, len(blob))]
+    assert _committed_notes(shard) == 2
+
+
+def test_sending_on_a_closed_connection_is_an_operational_error(postgres: PostgresServer) -> None:
+    connection = psycopg.connect(postgres.dsn("postgres"))
+    pgconn = connection.pgconn
+    connection.close()
+    with pytest.raises(psycopg.OperationalError):
+        libpq_sends.pipeline_sync(pgconn)
+    with pytest.raises(psycopg.OperationalError):
+        libpq_sends.flush(pgconn)
