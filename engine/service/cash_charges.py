@@ -14,9 +14,11 @@ item in its own transaction. Each charge still gets exactly the answer it would 
 * a refused charge leaves nothing behind: its key claim is dropped and nothing else was
   written for it;
 * the users' CASH rows are locked in user order (the order every batch locks in) before they
-  are read, and the debits are one conditional ``UPDATE``
-  (engine.storage.balances.debit_available_many) whose condition is the single debit's; a row
-  it refuses after all fails the call, and the whole transaction is rerun.
+  are read, and the debits are one conditional ``UPDATE`` whose condition is the single
+  debit's (engine.storage.balances.debit_as_decided_query); the answers' balances are the ones
+  decided from the locked rows, and PostgreSQL fails the transaction unless the debits leave
+  exactly those (SQLite: the call compares them and the transaction is rerun), so no answer
+  can name a balance that was not committed.
 """
 
 from __future__ import annotations
@@ -226,6 +228,9 @@ class _Decision:
     accepted: list[_Accepted]
     released: list[tuple[int, str]]
     wallets: dict[int, WalletView]
+    #: Each user's CASH ``available`` once the accepted charges are taken: what the debits
+    #: must leave (engine.storage.balances.debit_as_decided_query), and the answers' start.
+    cash_after: dict[int, int]
 
 
 def _apply(
@@ -237,8 +242,9 @@ def _apply(
     heads_batch: BatchTransaction | None,
 ) -> list[CashOutcome]:
     """``heads_batch``: the batch whose transaction this run is straight in (no savepoint); the
-    accepted charges' audit chain heads are locked with their writes and handed to it, so its
-    COMMIT chains the audit rows after them without a round trip of its own."""
+    users' audit chain heads are locked with the reads and handed to it, and the writes go with
+    its COMMIT: the batch chains the audit rows after those heads, and the whole run costs one
+    round trip of its own."""
     outcomes: list[CashOutcome | None] = [None] * len(items)
     reads = read_for_cash_charges(
         connection,
@@ -247,7 +253,10 @@ def _apply(
         ),
         [(c.user_id, c.merchant_id, c.order_id) for c in (item.command for item in items)],
         now_us,
+        lock_heads_of=sorted({item.command.user_id for item in items}) if heads_batch is not None else (),
     )
+    if heads_batch is not None:
+        heads_batch.heads_locked(reads.heads)
     _answer_claimed_before(batch, items, reads, outcomes)
     decision = _decide(context, items, reads, outcomes)
     written = _write(context, connection, decision, outcomes, now_us, heads_batch)
@@ -325,7 +334,7 @@ def _decide(
         cash[user_id] -= plan.cash_amount
         live.add(order)
         accepted.append(_Accepted(index, item, plan))
-    return _Decision(accepted, [items[index].key for index in refused], wallets)
+    return _Decision(accepted, [items[index].key for index in refused], wallets, cash)
 
 
 def _write(
@@ -380,32 +389,32 @@ def _write(
             )
         )
     try:
-        after, heads = write_cash_charges(
+        write_cash_charges(
             connection,
             released=decision.released,
             charges=rows,
             debits=sorted(debits.items()),
+            available_after={user: decision.cash_after[user] for user in debits},
             legs=legs,
             records=records,
-            lock_heads_of=sorted(debits) if heads_batch is not None else (),
+            batch=heads_batch,
         )
     except IntegrityError as error:
         if is_live_order_conflict(error):
             # A twin for one of these orders committed after the look-up: rerun, and the look-up
-            # sees it (the unique index made this statement wait for it).
+            # sees it (the unique index made this statement wait for it). Deferred to a batch's
+            # COMMIT, the same refusal fails the batch, whose requests are rerun one by one. (A
+            # twin has the same user, whose CASH row this transaction locked before the look-up,
+            # so either is only reachable for a user without one.)
             raise ConcurrentChange("an order got a live charge since it was looked up") from error
         raise
-    if heads_batch is not None:
-        heads_batch.heads_locked(heads)
-    return _answers(decision, after, outcomes, now_us) if accepted else []
+    return _answers(decision, outcomes, now_us) if accepted else []
 
 
-def _answers(
-    decision: _Decision, after: dict[int, int], outcomes: list[CashOutcome | None], now_us: int
-) -> list[RequestOutcome]:
+def _answers(decision: _Decision, outcomes: list[CashOutcome | None], now_us: int) -> list[RequestOutcome]:
     """Each accepted charge's answer: its wallet as it stood right after its own debit (the
     balance after the whole call, plus what the user's later charges in it took)."""
-    cash = dict(after)
+    cash = dict(decision.cash_after)
     written: list[RequestOutcome] = []
     for charge in reversed(decision.accepted):
         command = charge.item.command

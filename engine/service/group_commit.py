@@ -326,6 +326,7 @@ class ShardWriter(Generic[Token]):
                 owners.update(charge_owners(connection, unplaced))
             ordered = batch_order(batch, owners)
             for run in joined_runs(ordered):
+                transaction.flush_writes()  # a joined run's, before the next run's statements
                 if run[0].joinable is not None:
                     _run_joined(run, run[0].joinable)
                     continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import BigInteger, BindParameter, Connection, String, bindparam, select, text
@@ -244,14 +244,43 @@ def debit_available_many(
     return _debited(asset, len(debits), rows)
 
 
-def debit_available_many_query(asset: Asset, debits: Sequence[tuple[int, int]]) -> Query[dict[int, int]]:
-    """:func:`debit_available_many` as one statement of a pipeline (PostgreSQL)."""
+#: :data:`_PG_DEBIT_MANY` whose answer is checked by PostgreSQL itself: each row must end at the
+#: ``available`` the caller decided, or the statement fails — and with it the transaction, so
+#: COMMIT sent in the same pipeline never applies. The failure is a cast the data forces (a
+#: constant one would fail when the plan is made): SQL has no RAISE outside PL/pgSQL.
+_PG_DEBIT_AS_DECIDED = text(
+    "WITH debited AS ("
+    "UPDATE balances AS b SET available = b.available - debits.amount "
+    "FROM (SELECT * FROM unnest(CAST(:user_id AS BIGINT[]), CAST(:amount AS BIGINT[]), "
+    "CAST(:available_after AS BIGINT[])) AS rows(user_id, amount, available_after)) AS debits "
+    "WHERE b.user_id = debits.user_id AND b.asset = :asset AND b.available >= debits.amount "
+    "RETURNING b.available = debits.available_after AS as_decided) "
+    "SELECT CASE WHEN count(*) FILTER (WHERE as_decided) = CAST(:debits AS BIGINT) THEN count(*) "
+    "ELSE CAST('coffer: a bulk debit did not leave the balances it was decided on: ' "
+    "|| count(*) FILTER (WHERE as_decided) || ' of ' || CAST(:debits AS BIGINT) AS BIGINT) END AS debited "
+    "FROM debited"
+)
+
+
+def debit_as_decided_query(
+    asset: Asset, debits: Sequence[tuple[int, int]], available_after: Mapping[int, int]
+) -> Query[None]:
+    """:func:`debit_available_many` as one statement of a pipeline (PostgreSQL) whose answer
+    nobody needs to read: the caller decided the debits and each user's ``available`` after
+    them from rows it locked in this transaction, and PostgreSQL fails the statement (an error
+    of its transaction, not a refusal) unless every row ends exactly there. So the statement may
+    be sent with the transaction's COMMIT (engine.storage.unit_of_work.BatchTransaction)."""
     _require_debits(debits)
-    return Query(
-        _PG_DEBIT_MANY,
-        _debit_parameters(asset, debits),
-        lambda answer: _debited(asset, len(debits), answer[0]),
+    require(set(available_after) == {user for user, _ in debits}, "one balance after per debited user")
+    require(all(after >= 0 for after in available_after.values()), "a debit leaves no negative balance")
+    arrays = pg_arrays(
+        {
+            "user_id": [user for user, _ in debits],
+            "amount": [amount for _, amount in debits],
+            "available_after": [available_after[user] for user, _ in debits],
+        }
     )
+    return write(_PG_DEBIT_AS_DECIDED, {**arrays, "asset": asset.value, "debits": len(debits)})
 
 
 def lock_balances_query(asset: Asset, user_ids: Sequence[int]) -> Query[None]:

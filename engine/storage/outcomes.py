@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from engine.domain.errors import require
 from engine.storage.audit_trail import append_audit_events, append_queries, lock_heads_queries
 from engine.storage.bulk import is_postgresql
 from engine.storage.idempotency import store_responses, store_responses_query
@@ -33,6 +34,7 @@ def write_outcomes(
     *,
     commit: bool = False,
     locked_heads: Mapping[int, tuple[int, str]] | None = None,
+    first: Sequence[Query[Any]] = (),
 ) -> None:
     """Store every answer on its key and append every audit row to its user's chain (in the
     order given, which is each user's order of requests). With ``commit`` (a group-commit
@@ -43,8 +45,14 @@ def write_outcomes(
     charges locks its users' heads with its writes); only the other users' heads are locked
     here, and when there are none the answers go with the audit rows, one round trip in all. A
     head that moved after all (a bug) cannot fork its chain: the audit rows' primary key is
-    ``(user_id, seq)``, so the insert fails and the batch is rerun."""
+    ``(user_id, seq)``, so the insert fails and the batch is rerun.
+
+    ``first`` (PostgreSQL): statements whose answers are not read, sent ahead of the outcomes'
+    in their first round trip (a batch's deferred writes, engine.storage.unit_of_work)."""
+    last: list[Query[Any]] = [write(_COMMIT, {})] if commit else []
     if not outcomes:
+        if first:
+            run_pipelined(connection, [*first, *last])
         return
     answers: dict[str, list[Any]] = {
         "user_id": [outcome.user_id for outcome in outcomes],
@@ -58,12 +66,12 @@ def write_outcomes(
         chained = {event.user_id for event in events}
         heads = {user: head for user, head in (locked_heads or {}).items() if user in chained}
         users = sorted(chained - heads.keys())
-        last: list[Query[Any]] = [write(_COMMIT, {})] if commit else []
-        first = [store_responses_query(answers)]
+        ahead = [*first, store_responses_query(answers)]
         if users:
-            heads |= run_pipelined(connection, [*first, *lock_heads_queries(users)])[-1]
-            first = []
-        run_pipelined(connection, [*first, *append_queries(events, heads), *last])
+            heads |= run_pipelined(connection, [*ahead, *lock_heads_queries(users)])[-1]
+            ahead = []
+        run_pipelined(connection, [*ahead, *append_queries(events, heads), *last])
         return
+    require(not first, "deferred writes are PostgreSQL's")
     store_responses(connection, answers)
     append_audit_events(connection, events)

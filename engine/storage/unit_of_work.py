@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine, RootTransaction
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -25,6 +25,7 @@ from tenacity import (
 
 from engine.domain.audit_events import AuditEvent
 from engine.domain.errors import CofferError, Reason
+from engine.storage.pipeline import Query, run_pipelined
 
 T = TypeVar("T")
 
@@ -185,7 +186,8 @@ class RequestOutcome:
 
 class WriteOutcomes(Protocol):
     """Writes a transaction's outcomes (engine.storage.outcomes.write_outcomes); with ``commit``
-    it may end the transaction with its last statements."""
+    it may end the transaction with its last statements. ``first`` (PostgreSQL): statements
+    sent before the outcomes' own, in the same round trip."""
 
     def __call__(
         self,
@@ -194,6 +196,7 @@ class WriteOutcomes(Protocol):
         *,
         commit: bool = False,
         locked_heads: Mapping[int, tuple[int, str]] | None = None,
+        first: Sequence[Query[Any]] = (),
     ) -> None: ...
 
 
@@ -216,7 +219,12 @@ class BatchTransaction(_Transaction):
 
     The requests' outcomes (stored answers and audit rows) are collected with :meth:`defer` and
     written by :meth:`commit` with ``write_outcomes`` right before COMMIT: one statement per
-    table for the whole batch. A request refused in its savepoint takes its outcome with it."""
+    table for the whole batch. A request refused in its savepoint takes its outcome with it.
+
+    Writes whose answers nobody reads (a joined run of cash charges', PostgreSQL) are held with
+    :meth:`defer_writes` and go with the transaction's next round trip: its COMMIT's, or
+    :meth:`flush_writes` before anything else runs on the connection. Their errors then fail
+    that round trip, and with it the batch (rerun as any failed batch is)."""
 
     def __init__(self, engine: Engine, connection: Connection, write_outcomes: WriteOutcomes) -> None:
         self.engine = engine
@@ -231,6 +239,18 @@ class BatchTransaction(_Transaction):
         #: rollback would release its locks), as they were read: ``write_outcomes`` chains after
         #: them instead of locking them again.
         self._locked_heads: dict[int, tuple[int, str]] = {}
+        self._deferred: list[Query[Any]] = []
+
+    def defer_writes(self, queries: Sequence[Query[Any]]) -> None:
+        """Send ``queries`` (PostgreSQL statements whose answers are not read) with the next
+        round trip of this transaction."""
+        self._deferred.extend(queries)
+
+    def flush_writes(self) -> None:
+        """Send the deferred writes now (before a statement that is not theirs to go with)."""
+        if self._deferred:
+            deferred, self._deferred = self._deferred, []
+            run_pipelined(self.connection, deferred)
 
     def __enter__(self) -> BatchTransaction:
         self._begin(self.connection)
@@ -258,7 +278,10 @@ class BatchTransaction(_Transaction):
     def commit(self) -> None:
         # The outcomes' writer may send COMMIT with its last statements (one round trip less);
         # the driver's commit then finds no transaction open and sends nothing.
-        self._write_outcomes(self.connection, self._outcomes, commit=True, locked_heads=self._locked_heads)
+        deferred, self._deferred = self._deferred, []
+        self._write_outcomes(
+            self.connection, self._outcomes, commit=True, locked_heads=self._locked_heads, first=deferred
+        )
         super().commit()
 
     @contextlib.contextmanager
@@ -266,6 +289,7 @@ class BatchTransaction(_Transaction):
         """One request's share of the batch: a refusal (:class:`CofferError`) undoes exactly
         this request's statements and outcome and leaves the batch open for its neighbours. Any
         other exception leaves the transaction as it is: the writer rolls it back and reruns it."""
+        self.flush_writes()  # they are the batch's, not this savepoint's to undo
         self.connection.exec_driver_sql(f"SAVEPOINT {_REQUEST_SAVEPOINT}")
         deferred = len(self._outcomes)
         try:

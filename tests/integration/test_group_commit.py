@@ -16,6 +16,7 @@ from engine.domain.commands import ChargeCommand, FreezeAccountCommand, IssueCom
 from engine.domain.errors import CofferError, Reason
 from engine.domain.money import Asset
 from engine.domain.results import ChargeResult
+from engine.service import cash_charges as service_cash_charges
 from engine.service.account_admin import set_account_frozen
 from engine.service.audit import audit
 from engine.service.charge import charge, charge_joinable
@@ -34,6 +35,7 @@ from engine.service.issue import issue
 from engine.service.queries import get_wallet
 from engine.storage import cash_charges as storage_cash_charges
 from engine.storage import outcomes as storage_outcomes
+from engine.storage import unit_of_work
 from engine.storage.unit_of_work import BatchTransaction
 from tests.support.coupons import claim_one, template
 from tests.support.wallets import available, transaction_count
@@ -489,6 +491,7 @@ def test_a_joined_run_costs_a_fixed_number_of_round_trips(
 
     counted(storage_cash_charges)
     counted(storage_outcomes)
+    counted(unit_of_work)
     event.listen(engine, "before_cursor_execute", count)
     try:
         writer = _run(context, batch)
@@ -499,12 +502,11 @@ def test_a_joined_run_costs_a_fixed_number_of_round_trips(
     limit = 8 if engine.dialect.name == "postgresql" else 20
     assert len(round_trips) <= limit, round_trips
     if engine.dialect.name == "postgresql":
-        # The reads; the writes with the audit chain heads they lock; the answers, the audit
-        # rows and COMMIT.
+        # The reads with the audit chain heads they lock; then the writes (deferred to the
+        # batch's last round trip), the answers, the audit rows and COMMIT.
         assert [trip for trip in round_trips if trip.startswith("pipeline")] == [
-            "pipeline of 5",
             "pipeline of 7",
-            "pipeline of 4",
+            "pipeline of 9",
         ], round_trips
     assert all(available(get_wallet(context, user_id)) == 990 for user_id in users)
     assert audit(context).ok
@@ -582,4 +584,37 @@ def test_two_writers_joining_charges_for_the_same_users_never_overdraw(engine_co
         assert len(charged[user_id]) == 33, (user_id, len(charged[user_id]))
         assert available(get_wallet(context, user_id)) == 10
         assert transaction_count(context, user_id, "CHARGE") == 33
+    assert audit(context).ok
+
+
+def test_debits_that_would_not_leave_the_decided_balance_commit_nothing(
+    engine_context: EngineContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The answers' balances are the ones decided from the locked rows and the debits are sent
+    with COMMIT without being read back, so the database checks them: a decision off by one fen
+    (a bug) must fail every transaction it is part of — the batch, then each request alone —
+    and no answer may claim a balance that was never committed."""
+    context = engine_context
+    users = [2 * index for index in range(1, 6)]
+    for user_id in users:
+        _top_up(context, user_id, 1_000)
+    decide = service_cash_charges._decide
+
+    def off_by_one(*args: Any) -> Any:
+        decision = decide(*args)
+        return dataclasses.replace(decision, cash_after={u: v + 1 for u, v in decision.cash_after.items()})
+
+    monkeypatch.setattr(service_cash_charges, "_decide", off_by_one)
+    batch = [_pending(context, ChargeCommand(f"k{u}", u, f"o{u}", "m", "", 10), "joined") for u in users]
+    writer = _run(context, batch)
+    assert writer.batches_rerun == 1
+    assert all(request.result is None and request.error is not None for request in batch)
+    # Never a refusal the caller could take for an answer: a database error (PostgreSQL's check)
+    # or, on SQLite (compared in Python, rerun as a concurrent change), CONTENTION to retry.
+    assert all(
+        not isinstance(request.error, CofferError) or request.error.reason is Reason.CONTENTION
+        for request in batch
+    )
+    assert all(available(get_wallet(context, user_id)) == 1_000 for user_id in users)
+    assert all(transaction_count(context, user_id, "CHARGE") == 0 for user_id in users)
     assert audit(context).ok
