@@ -41,6 +41,7 @@ from engine.service.context import EngineContext
 from engine.storage.charges import charge_owners
 from engine.storage.errors import first_line
 from engine.storage.outcomes import write_outcomes
+from engine.storage.pipeline import prepare_after_uses, reset_prepared
 from engine.storage.router import Shard, ShardRouter
 from engine.storage.unit_of_work import (
     BatchTransaction,
@@ -307,7 +308,9 @@ class ShardWriter(Generic[Token]):
                 if not again:
                     self._drop_connection()
                     break
-                # A transaction that only waited too long leaves a sound session: kept.
+                # A transaction that only waited too long leaves a sound session: kept, its
+                # prepared statements started afresh (its rollback made psycopg drop its own).
+                self._after_rollback()
         self.batches_rerun += 1
         for request in batch_order(batch, owners):
             # No batch is open on this thread now, so each request opens its own transaction.
@@ -347,12 +350,27 @@ class ShardWriter(Generic[Token]):
             connection = self.shard.engine.connect()
             try:
                 set_session_lock_timeout(connection, BATCH_LOCK_TIMEOUT_MS)
+                if connection.dialect.name == "postgresql":
+                    # The one-at-a-time requests' statements are prepared after a few uses, as
+                    # the pipelines' are at once: a connection held by its writer, never
+                    # pooled, whose savepoints psycopg never sees (engine.storage.pipeline).
+                    prepare_after_uses(connection)
             except Exception:
                 connection.invalidate()
                 connection.close()
                 raise
             self._connection = connection
         return self._connection
+
+    def _after_rollback(self) -> None:
+        connection = self._connection
+        if connection is None or connection.dialect.name != "postgresql":
+            return
+        try:
+            reset_prepared(connection)
+        except Exception:  # a session that cannot even deallocate is not worth keeping
+            logger.exception("could not reset the prepared statements on shard %d", self.shard.index)
+            self._drop_connection()
 
     def _drop_connection(self) -> None:
         """Let go of the held connection, closed for good, never pooled: its session has the

@@ -60,9 +60,11 @@ def create_shard_engine(
             max_overflow=0,
             pool_timeout=30,
             pool_pre_ping=False,
-            # psycopg's own statement preparation stays off: it answers any ROLLBACK (a refused
-            # request's savepoint included) with DEALLOCATE ALL, which would also drop the
-            # statements engine.storage.pipeline prepares once per connection for the hot path.
+            # psycopg's own statement preparation stays off on pooled connections: it answers a
+            # ROLLBACK (the pool's reset of a returned connection included) with DEALLOCATE ALL,
+            # which would also drop the statements engine.storage.pipeline prepares once per
+            # connection. A group-commit writer turns it on for the connection it holds
+            # (engine.storage.pipeline.prepare_after_uses).
             connect_args={"options": options, "connect_timeout": 10, "prepare_threshold": None},
         )
     raise ValueError(f"unsupported shard database {parsed.drivername!r}")

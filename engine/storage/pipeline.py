@@ -59,7 +59,20 @@ from sqlalchemy.sql.elements import ClauseElement
 from engine.domain.errors import require
 from engine.storage import libpq_sends
 
-__all__ = ["MAX_PIPELINED_STATEMENTS", "Query", "Rows", "run_pipelined", "write"]
+__all__ = [
+    "MAX_PIPELINED_STATEMENTS",
+    "Query",
+    "Rows",
+    "prepare_after_uses",
+    "reset_prepared",
+    "run_command",
+    "run_pipelined",
+    "write",
+]
+
+#: A statement psycopg runs through a cursor this often is prepared on a connection that
+#: :func:`prepare_after_uses` was given (psycopg's own default threshold).
+PREPARE_AFTER_USES = 5
 
 T = TypeVar("T")
 
@@ -187,6 +200,69 @@ def run_pipelined(connection: Connection, queries: Sequence[Query[Any]]) -> list
     except psycopg.Error as error:  # the connection itself failed (sending or reading)
         raise _driver_error(connection, driver, error, b"") from error
     return [query.read(answer) for query, answer in zip(queries, answers, strict=True)]
+
+
+def prepare_after_uses(connection: Connection) -> None:
+    """Let psycopg prepare the statements ``connection`` runs through cursors once each has
+    run :data:`PREPARE_AFTER_USES` times — for a connection that never goes back to the pool
+    and runs its savepoints through :func:`run_command` (a group-commit writer's).
+
+    Why only such a one: psycopg takes a rollback (``ROLLBACK``, ``ROLLBACK TO SAVEPOINT``, the
+    pool's reset of a returned connection) as the end of every statement it prepared and sends
+    ``DEALLOCATE ALL``, which drops the pipeline's statements too (one namespace per session)."""
+    require(connection.dialect.name == "postgresql", "statement preparation is PostgreSQL's")
+    driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
+    driver.prepare_threshold = PREPARE_AFTER_USES
+
+
+def reset_prepared(connection: Connection) -> None:
+    """After ``connection``'s transaction was rolled back: psycopg has forgotten its prepared
+    statements (and deallocated them all if it had any); deallocate whatever is left (the
+    pipeline's, if psycopg had none) and forget the pipeline's, so both caches start afresh."""
+    run_command(connection, b"DEALLOCATE ALL", begin=False)
+    prepared: _Prepared | None = connection.connection.info.get(_PREPARED_INFO_KEY)
+    if prepared is not None:
+        prepared.names.clear()  # the counter goes on: a name is never reused
+
+
+def run_command(connection: Connection, command: bytes, *, begin: bool = True) -> None:
+    """``command`` — a statement without parameters or rows (``SAVEPOINT``, ``ROLLBACK TO
+    SAVEPOINT``, ``DEALLOCATE ALL``) — sent with libpq's simple protocol, not through a psycopg
+    cursor, so psycopg's statement cache never sees it (:func:`prepare_after_uses`). With
+    ``begin``, inside the connection's transaction, begun first if none is open (as psycopg
+    begins one)."""
+    require(connection.dialect.name == "postgresql", "libpq commands are a PostgreSQL feature")
+    driver: psycopg.Connection[Any] = connection.connection.driver_connection  # type: ignore[assignment]
+    try:
+        with driver.lock:
+            _command(driver, command, begin=begin)
+    except _StatementFailed as failed:
+        raise _driver_error(connection, driver, failed.error, failed.sql) from failed.error
+    except psycopg.Error as error:  # the connection itself failed (sending or reading)
+        raise _driver_error(connection, driver, error, b"") from error
+
+
+def _command(driver: psycopg.Connection[Any], command: bytes, *, begin: bool) -> None:
+    pgconn = driver.pgconn
+    sql = command
+    if begin and not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
+        sql = driver._get_tx_start_command() + b"; " + command
+    pgconn.send_query(sql)
+    while libpq_sends.flush(pgconn):
+        select.select([], [pgconn.socket], [])
+    failure: _StatementFailed | None = None
+    while True:
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        if result.status == pq.ExecStatus.FATAL_ERROR and failure is None:
+            error = errors.error_from_result(result, encoding=driver.info.encoding)
+            failure = _StatementFailed(error, command)
+    if failure is not None:
+        raise failure
 
 
 def _driver_error(

@@ -618,3 +618,46 @@ def test_debits_that_would_not_leave_the_decided_balance_commit_nothing(
     assert all(available(get_wallet(context, user_id)) == 1_000 for user_id in users)
     assert all(transaction_count(context, user_id, "CHARGE") == 0 for user_id in users)
     assert audit(context).ok
+
+
+def test_refusals_in_savepoints_keep_the_writers_prepared_statements(engine_context: EngineContext) -> None:
+    """The writer's connection prepares the one-at-a-time requests' statements (psycopg, after a
+    few uses) beside the pipelines' (at once); a refused request's ROLLBACK TO SAVEPOINT seen
+    by psycopg would deallocate them all, and the next batch's pipeline would fail on a
+    statement that no longer exists (a rerun). psycopg looks only at a statement it has not seen
+    before, so the first refusal comes after it has prepared some: none of the ten batches rerun."""
+    context = engine_context
+    users = [12, 14, 16, 18]  # even: shard 0
+    for user_id in users:
+        _top_up(context, user_id, 10_000)
+    _top_up(context, POOR, 5)
+    writer = _writer(context)
+
+    def top_up(user_id: int, key: str) -> PendingWrite[str]:
+        # A top-up runs its statements through SQLAlchemy's cursors: those psycopg prepares.
+        spec = TopUpSpec(20, Asset.CASH, "alipay", key)
+        return PendingWrite(
+            route_for_user(context, user_id),
+            lambda: issue(context, IssueCommand(key, user_id, spec)),
+            key,
+        )
+
+    try:
+        for n in range(10):
+            charges = [
+                _pending(context, ChargeCommand(f"j{n}-{u}", u, f"j{n}-{u}", "m", "", 10), "joined")
+                for u in users
+            ]
+            top_ups = [top_up(u, f"t{n}-{u}") for u in users]
+            poor = _pending(context, ChargeCommand(f"p{n}", POOR, f"p{n}", "m", "", 10))
+            refused = [poor] if n >= 6 else []
+            writer.run_batch([*charges, *top_ups, *refused])
+            assert [_outcome(request) for request in charges] == ["ok"] * len(users)
+            assert [request.error for request in top_ups] == [None] * len(users)
+            assert [_outcome(request) for request in refused] == ["INSUFFICIENT_FUNDS"] * len(refused)
+    finally:
+        writer.stop()
+    assert (writer.batches_committed, writer.batches_rerun) == (10, 0)
+    assert all(available(get_wallet(context, user_id)) == 10_000 + 10 * (20 - 10) for user_id in users)
+    assert available(get_wallet(context, POOR)) == 5
+    assert audit(context).ok

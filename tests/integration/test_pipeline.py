@@ -8,16 +8,26 @@ from __future__ import annotations
 import ctypes
 import itertools
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
 from psycopg import pq
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from engine.storage import libpq_sends
 from engine.storage.database import create_shard_engine
-from engine.storage.pipeline import Query, Rows, run_pipelined, write
+from engine.storage.pipeline import (
+    PREPARE_AFTER_USES,
+    Query,
+    Rows,
+    prepare_after_uses,
+    reset_prepared,
+    run_command,
+    run_pipelined,
+    write,
+)
 from tests.support.servers import PostgresServer
 
 _INSERT = text("INSERT INTO notes (note_id, body, blob) VALUES (:note_id, :body, :blob)")
@@ -194,3 +204,70 @@ def test_sending_on_a_closed_connection_is_an_operational_error(postgres: Postgr
         libpq_sends.pipeline_sync(pgconn)
     with pytest.raises(psycopg.OperationalError):
         libpq_sends.flush(pgconn)
+
+
+_PREPARED_NAMES = text(
+    "SELECT name FROM pg_prepared_statements WHERE name LIKE '\\_pg3\\_%' OR name LIKE '\\_coffer\\_%'"
+)
+
+
+def _prepared_kinds(connection: Any) -> set[str]:
+    return {str(name).split("_")[1] for name in connection.execute(_PREPARED_NAMES).scalars()}
+
+
+def _warm(connection: Any) -> None:
+    """A statement psycopg prepares (run past its threshold through a cursor) and one the
+    pipeline prepares, both in the connection's open transaction."""
+    for note_id in range(PREPARE_AFTER_USES + 1):
+        connection.execute(_INSERT, {"note_id": note_id, "body": "n", "blob": None})
+    run_pipelined(connection, [Query(_COUNT, {}, _count)])
+
+
+def test_a_savepoint_rolled_back_as_a_command_keeps_every_prepared_statement(shard: Engine) -> None:
+    with shard.connect() as connection:
+        prepare_after_uses(connection)
+        with connection.begin():
+            _warm(connection)
+            run_command(connection, b"SAVEPOINT s")
+            connection.execute(_INSERT, {"note_id": 100, "body": "undone", "blob": None})
+            run_command(connection, b"ROLLBACK TO SAVEPOINT s")
+            assert _prepared_kinds(connection) == {"pg3", "coffer"}
+            assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [PREPARE_AFTER_USES + 1]
+    assert _committed_notes(shard) == PREPARE_AFTER_USES + 1
+
+
+def test_through_a_cursor_the_same_rollback_deallocates_them_all(shard: Engine) -> None:
+    # Why run_command exists: psycopg answers a ROLLBACK it sees with DEALLOCATE ALL.
+    with shard.connect() as connection:
+        prepare_after_uses(connection)
+        with connection.begin():
+            _warm(connection)
+            connection.exec_driver_sql("SAVEPOINT s")
+            connection.exec_driver_sql("ROLLBACK TO SAVEPOINT s")
+            connection.execute(_COUNT).scalar_one()  # psycopg deallocates before its next statement
+            assert _prepared_kinds(connection) == set()
+
+
+def test_after_a_rollback_the_prepared_statements_start_afresh(shard: Engine) -> None:
+    with shard.connect() as connection:
+        prepare_after_uses(connection)
+        transaction = connection.begin()
+        _warm(connection)
+        transaction.rollback()
+        reset_prepared(connection)
+        with connection.begin():
+            assert _prepared_kinds(connection) == set()
+        with connection.begin():
+            # Prepared again under a new name, not the one deallocated.
+            assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [0]
+            assert _prepared_kinds(connection) == {"coffer"}
+
+
+def test_a_failed_command_is_raised_as_sqlalchemy_raises_and_the_connection_stays_usable(
+    shard: Engine,
+) -> None:
+    with shard.connect() as connection:
+        with pytest.raises(DBAPIError, match=r"savepoint \"never_made\" does not exist"), connection.begin():
+            run_command(connection, b"ROLLBACK TO SAVEPOINT never_made")
+        with connection.begin():
+            assert run_pipelined(connection, [Query(_COUNT, {}, _count)]) == [0]
