@@ -253,7 +253,7 @@ def _apply(
         ),
         [(c.user_id, c.merchant_id, c.order_id) for c in (item.command for item in items)],
         now_us,
-        lock_heads_of=sorted({item.command.user_id for item in items}) if heads_batch is not None else (),
+        lock_heads=heads_batch is not None,
     )
     if heads_batch is not None:
         heads_batch.heads_locked(reads.heads)

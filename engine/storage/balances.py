@@ -15,7 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from engine.domain.errors import CofferError, InvariantViolation, Reason, require
 from engine.domain.money import MAX_BALANCE_FEN, Asset, balance_limit_error
 from engine.storage.bulk import array_literal, pg_arrays, unnest_select, user_in_dialect, users_parameter
-from engine.storage.pipeline import Query, write
+from engine.storage.pipeline import Query, run_pipelined, write
 from engine.storage.schema import balances
 from engine.storage.unit_of_work import ConcurrentChange
 
@@ -204,50 +204,10 @@ def lock_points_balances(connection: Connection, user_ids: Sequence[int]) -> Non
     lock_balances(connection, Asset.POINTS, user_ids)
 
 
-_PG_DEBIT_MANY = text(
-    "UPDATE balances AS b SET available = b.available - debits.amount "
-    "FROM (SELECT * FROM unnest(CAST(:user_id AS BIGINT[]), CAST(:amount AS BIGINT[])) "
-    "AS rows(user_id, amount)) AS debits "
-    "WHERE b.user_id = debits.user_id AND b.asset = :asset AND b.available >= debits.amount "
-    "RETURNING b.user_id, b.available"
-)
-# SQLite has no arrays: the debits travel as one JSON document of [user_id, amount] pairs.
-_SQLITE_DEBIT_MANY = text(
-    "UPDATE balances SET available = balances.available - debits.amount "
-    "FROM (SELECT json_extract(value, '$[0]') AS user_id, json_extract(value, '$[1]') AS amount "
-    "FROM json_each(:debits)) AS debits "
-    "WHERE balances.user_id = debits.user_id AND balances.asset = :asset "
-    "AND balances.available >= debits.amount "
-    "RETURNING balances.user_id, balances.available"
-)
-
-
-def debit_available_many(
-    connection: Connection, asset: Asset, debits: Sequence[tuple[int, int]]
-) -> dict[int, int]:
-    """Take each ``(user_id, amount)`` (one per user, amounts > 0) from ``available`` of
-    ``asset`` in one conditional statement; the answer is each user's ``available`` after it.
-
-    The caller decided these debits from balances it read in this transaction; a row whose
-    condition refuses the debit changed since (another engine's transaction, had the caller not
-    locked it): ConcurrentChange, and the whole transaction is rerun."""
-    if not debits:
-        return {}
-    _require_debits(debits)
-    if connection.dialect.name == "postgresql":
-        rows = connection.execute(_PG_DEBIT_MANY, _debit_parameters(asset, debits)).all()
-    else:
-        rows = connection.execute(
-            _SQLITE_DEBIT_MANY,
-            {"debits": json.dumps([list(debit) for debit in debits]), "asset": asset.value},
-        ).all()
-    return _debited(asset, len(debits), rows)
-
-
-#: :data:`_PG_DEBIT_MANY` whose answer is checked by PostgreSQL itself: each row must end at the
-#: ``available`` the caller decided, or the statement fails — and with it the transaction, so
-#: COMMIT sent in the same pipeline never applies. The failure is a cast the data forces (a
-#: constant one would fail when the plan is made): SQL has no RAISE outside PL/pgSQL.
+#: The debits of :func:`debit_as_decided` (PostgreSQL), checked by PostgreSQL itself: each row
+#: must end at the ``available`` the caller decided, or the statement fails — and with it the
+#: transaction, so COMMIT sent in the same pipeline never applies. The failure is a cast the data
+#: forces (a constant one would fail when the plan is made): SQL has no RAISE outside PL/pgSQL.
 _PG_DEBIT_AS_DECIDED = text(
     "WITH debited AS ("
     "UPDATE balances AS b SET available = b.available - debits.amount "
@@ -260,17 +220,52 @@ _PG_DEBIT_AS_DECIDED = text(
     "|| count(*) FILTER (WHERE as_decided) || ' of ' || CAST(:debits AS BIGINT) AS BIGINT) END AS debited "
     "FROM debited"
 )
+# SQLite has no arrays: the debits travel as one JSON document of [user_id, amount] pairs.
+_SQLITE_DEBIT_MANY = text(
+    "UPDATE balances SET available = balances.available - debits.amount "
+    "FROM (SELECT json_extract(value, '$[0]') AS user_id, json_extract(value, '$[1]') AS amount "
+    "FROM json_each(:debits)) AS debits "
+    "WHERE balances.user_id = debits.user_id AND balances.asset = :asset "
+    "AND balances.available >= debits.amount "
+    "RETURNING balances.user_id, balances.available"
+)
+
+
+def debit_as_decided(
+    connection: Connection,
+    asset: Asset,
+    debits: Sequence[tuple[int, int]],
+    available_after: Mapping[int, int],
+) -> None:
+    """Take each ``(user_id, amount)`` (one per user, amounts > 0) from ``available`` of
+    ``asset`` in one conditional statement, which must leave each user's ``available`` at
+    ``available_after`` — what the caller decided from the rows it locked in this transaction.
+
+    Anything else is not a refusal: on PostgreSQL the statement fails its transaction
+    (:func:`debit_as_decided_query`); on SQLite a row that refused the debit or ended elsewhere
+    changed under the decision (ConcurrentChange: the whole transaction is rerun)."""
+    query = debit_as_decided_query(asset, debits, available_after)
+    if connection.dialect.name == "postgresql":
+        run_pipelined(connection, [query])
+        return
+    rows = connection.execute(
+        _SQLITE_DEBIT_MANY,
+        {"debits": json.dumps([list(debit) for debit in debits]), "asset": asset.value},
+    ).all()
+    after = {int(row.user_id): int(row.available) for row in rows}
+    if after != dict(available_after):
+        raise ConcurrentChange(f"{asset.value} balances changed under the debits decided from them")
 
 
 def debit_as_decided_query(
     asset: Asset, debits: Sequence[tuple[int, int]], available_after: Mapping[int, int]
 ) -> Query[None]:
-    """:func:`debit_available_many` as one statement of a pipeline (PostgreSQL) whose answer
-    nobody needs to read: the caller decided the debits and each user's ``available`` after
-    them from rows it locked in this transaction, and PostgreSQL fails the statement (an error
-    of its transaction, not a refusal) unless every row ends exactly there. So the statement may
-    be sent with the transaction's COMMIT (engine.storage.unit_of_work.BatchTransaction)."""
-    _require_debits(debits)
+    """:func:`debit_as_decided` as one statement of a pipeline (PostgreSQL) whose answer nobody
+    needs to read, so it may be sent with the transaction's COMMIT
+    (engine.storage.unit_of_work.BatchTransaction)."""
+    require(bool(debits), "a bulk debit has at least one row")
+    require(len({user for user, _ in debits}) == len(debits), "one debit per user in a bulk debit")
+    require(all(amount > 0 for _, amount in debits), "bulk debits are positive")
     require(set(available_after) == {user for user, _ in debits}, "one balance after per debited user")
     require(all(after >= 0 for after in available_after.values()), "a debit leaves no negative balance")
     arrays = pg_arrays(
@@ -286,21 +281,3 @@ def debit_as_decided_query(
 def lock_balances_query(asset: Asset, user_ids: Sequence[int]) -> Query[None]:
     """:func:`lock_balances` as one statement of a pipeline (PostgreSQL)."""
     return write(_lock_balances_statement(asset), {"p_users": array_literal(sorted(set(user_ids)))})
-
-
-def _require_debits(debits: Sequence[tuple[int, int]]) -> None:
-    require(bool(debits), "a bulk debit has at least one row")
-    require(len({user for user, _ in debits}) == len(debits), "one debit per user in a bulk debit")
-    require(all(amount > 0 for _, amount in debits), "bulk debits are positive")
-
-
-def _debit_parameters(asset: Asset, debits: Sequence[tuple[int, int]]) -> dict[str, str]:
-    arrays = pg_arrays({"user_id": [user for user, _ in debits], "amount": [amount for _, amount in debits]})
-    return {**arrays, "asset": asset.value}
-
-
-def _debited(asset: Asset, expected: int, rows: Sequence[Any]) -> dict[int, int]:
-    after = {int(row.user_id): int(row.available) for row in rows}
-    if len(after) != expected:
-        raise ConcurrentChange(f"{asset.value} balances changed under a bulk debit")
-    return after

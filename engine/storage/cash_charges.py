@@ -23,8 +23,8 @@ from engine.domain.money import Asset
 from engine.domain.results import WalletView
 from engine.storage.audit_trail import ChainHeads, lock_heads_queries
 from engine.storage.balances import (
+    debit_as_decided,
     debit_as_decided_query,
-    debit_available_many,
     lock_balances,
     lock_balances_query,
 )
@@ -49,7 +49,7 @@ from engine.storage.idempotency import (
 )
 from engine.storage.ledger import TransactionRecord, append_transactions, append_transactions_queries
 from engine.storage.pipeline import Query, run_pipelined
-from engine.storage.unit_of_work import BatchTransaction, ConcurrentChange
+from engine.storage.unit_of_work import BatchTransaction
 from engine.storage.wallets import balance_wallets_query, read_balance_wallets
 
 __all__ = ["CashChargeReads", "read_for_cash_charges", "write_cash_charges"]
@@ -70,7 +70,7 @@ class CashChargeReads:
     wallets: dict[int, WalletView]
     #: Which of the orders already have a live charge.
     live: set[Order]
-    #: The audit chain heads of ``lock_heads_of``, locked with the reads (PostgreSQL).
+    #: The users' audit chain heads, locked with the reads (``lock_heads``, PostgreSQL).
     heads: ChainHeads = field(default_factory=dict)
 
 
@@ -80,12 +80,12 @@ def read_for_cash_charges(
     orders: Sequence[Order],
     now_us: int,
     *,
-    lock_heads_of: Sequence[int] = (),
+    lock_heads: bool = False,
 ) -> CashChargeReads:
     """Claim the keys of ``claims`` (the columns :func:`engine.storage.idempotency.claim_keys`
-    takes), lock the users' CASH rows in user order and read what the checks need; on
-    PostgreSQL also lock and read the audit chain heads of ``lock_heads_of`` (ascending), after
-    the CASH rows — the order every batch takes them in."""
+    takes), lock the users' CASH rows in user order and read what the checks need; with
+    ``lock_heads`` (PostgreSQL) also lock and read the users' audit chain heads, after the CASH
+    rows — the order every batch takes them in."""
     pairs = list(zip(claims["user_id"], claims["idempotency_key"], strict=True))
     users = sorted(set(claims["user_id"]))
     if is_postgresql(connection):
@@ -96,11 +96,11 @@ def read_for_cash_charges(
             balance_wallets_query(users, now_us),
             live_orders_query(orders),
         ]
-        if lock_heads_of:
-            queries += lock_heads_queries(lock_heads_of)  # the last one reads the locked heads
+        if lock_heads:
+            queries += lock_heads_queries(users)  # the last one reads the locked heads
         answers = run_pipelined(connection, queries)
         claimed, _locked, stored, wallets, live = answers[:5]
-        heads: ChainHeads = answers[-1] if lock_heads_of else {}
+        heads: ChainHeads = answers[-1] if lock_heads else {}
         earlier = {pair: stored[pair] for pair in pairs if pair not in claimed and pair in stored}
         return CashChargeReads(claimed, earlier, wallets, live, heads)
     claimed = claim_keys(connection, claims)
@@ -150,8 +150,6 @@ def write_cash_charges(
     if not charges:
         return
     insert_charges(connection, charges)
-    after = debit_available_many(connection, Asset.CASH, debits)
-    if after != dict(available_after):
-        raise ConcurrentChange("CASH balances changed under the debits decided from them")
+    debit_as_decided(connection, Asset.CASH, debits, available_after)
     insert_legs_of_charges(connection, legs)
     append_transactions(connection, records)

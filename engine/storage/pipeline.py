@@ -248,14 +248,10 @@ def _command(driver: psycopg.Connection[Any], command: bytes, *, begin: bool) ->
     if begin and not driver.autocommit and pgconn.transaction_status == pq.TransactionStatus.IDLE:
         sql = driver._get_tx_start_command() + b"; " + command
     pgconn.send_query(sql)
-    while libpq_sends.flush(pgconn):
-        select.select([], [pgconn.socket], [])
+    _send_queued(pgconn)
     failure: _StatementFailed | None = None
     while True:
-        while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
-            pgconn.consume_input()
-        result = pgconn.get_result()
+        result = _next_result(pgconn)
         if result is None:
             break
         if result.status == pq.ExecStatus.FATAL_ERROR and failure is None:
@@ -263,6 +259,20 @@ def _command(driver: psycopg.Connection[Any], command: bytes, *, begin: bool) ->
             failure = _StatementFailed(error, command)
     if failure is not None:
         raise failure
+
+
+def _send_queued(pgconn: pq.abc.PGconn) -> None:
+    """Send what libpq has queued, waiting for the socket (the GIL released) while it is full."""
+    while libpq_sends.flush(pgconn):
+        select.select([], [pgconn.socket], [])
+
+
+def _next_result(pgconn: pq.abc.PGconn) -> pq.abc.PGresult | None:
+    """libpq's next result, waiting for the server (the GIL released) until it is in."""
+    while pgconn.is_busy():
+        select.select([pgconn.socket], [], [])
+        pgconn.consume_input()
+    return pgconn.get_result()
 
 
 def _driver_error(
@@ -307,8 +317,7 @@ def _exchange(
         # Sent with the GIL released (engine.storage.libpq_sends: a send that wakes the
         # backend can deschedule this thread while the event loop waits for the GIL).
         libpq_sends.pipeline_sync(pgconn)
-        while libpq_sends.flush(pgconn):
-            select.select([], [pgconn.socket], [])
+        _send_queued(pgconn)
         return _read_answers(pgconn, transformer, prepared, sent, driver)
     finally:
         if pgconn.status == pq.ConnStatus.OK and pgconn.pipeline_status != pq.PipelineStatus.OFF:
@@ -352,10 +361,7 @@ def _read_answers(
     failure: _StatementFailed | None = None
     position = 0
     while True:
-        while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
-            pgconn.consume_input()
-        result = pgconn.get_result()
+        result = _next_result(pgconn)
         if result is None:  # the end of one statement's results
             position += 1
             continue

@@ -181,6 +181,8 @@ def _savepoint_command(connection: Connection, sql: str) -> None:
         run_command(connection, sql.encode())
     else:
         connection.exec_driver_sql(sql)
+
+
 _ambient = threading.local()
 
 
