@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, select, text, tuple_, update
+from sqlalchemy import Connection, Row, and_, select, text, tuple_
 
 from engine.domain.audit_events import (
     AUDIT_EVENT_FIELDS,
@@ -94,20 +94,14 @@ def _heads_for_update_statement(dialect_name: str) -> Any:
     )
 
 
-@functools.cache
-def _advance_heads_statement(dialect_name: str) -> Any:
-    """Built once per dialect: move each head to its chain's new last row (seq and hash)."""
-    if dialect_name == "postgresql":
-        rows = unnest_select(audit_chain_heads, ("user_id", "seq", "hash"))
-        return text(
-            f"UPDATE audit_chain_heads AS h SET seq = rows.seq, hash = rows.hash FROM ({rows}) AS rows "
-            "WHERE h.user_id = rows.user_id"
-        )
-    return (
-        update(audit_chain_heads)
-        .where(audit_chain_heads.c.user_id == bindparam("p_user_id"))
-        .values(seq=bindparam("p_seq"), hash=bindparam("p_hash"))
-    )
+#: Move each head to its chain's new last row (seq and hash): PostgreSQL from arrays, SQLite one
+#: row per tuple of the driver's executemany.
+_PG_ADVANCE_HEADS = text(
+    "UPDATE audit_chain_heads AS h SET seq = rows.seq, hash = rows.hash "
+    f"FROM ({unnest_select(audit_chain_heads, ('user_id', 'seq', 'hash'))}) AS rows "
+    "WHERE h.user_id = rows.user_id"
+)
+_SQLITE_ADVANCE_HEADS = "UPDATE audit_chain_heads SET seq = ?, hash = ? WHERE user_id = ?"
 
 
 def _read_heads_for_update(connection: Connection, user_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
@@ -145,7 +139,7 @@ def _advance_heads(connection: Connection, heads: dict[int, tuple[int, str]]) ->
     users = sorted(heads)
     if is_postgresql(connection):
         connection.execute(
-            _advance_heads_statement("postgresql"),
+            _PG_ADVANCE_HEADS,
             pg_arrays(
                 {
                     "user_id": users,
@@ -155,9 +149,9 @@ def _advance_heads(connection: Connection, heads: dict[int, tuple[int, str]]) ->
             ),
         )
         return
-    connection.execute(
-        _advance_heads_statement(connection.dialect.name),
-        [{"p_user_id": user, "p_seq": heads[user][0], "p_hash": heads[user][1]} for user in users],
+    # The driver's executemany over tuples: no per-row parameter dicts (engine.storage.bulk.insert_rows).
+    connection.exec_driver_sql(
+        _SQLITE_ADVANCE_HEADS, [(heads[user][0], heads[user][1], user) for user in users]
     )
 
 
@@ -209,7 +203,7 @@ def append_queries(events: Sequence[AuditEvent], heads: dict[int, tuple[int, str
     return [
         insert_rows_query(audit_events, rows),
         write(
-            _advance_heads_statement("postgresql"),
+            _PG_ADVANCE_HEADS,
             pg_arrays(
                 {
                     "user_id": users,

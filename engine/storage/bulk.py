@@ -144,6 +144,25 @@ def _insert_statement(dialect_name: str, table: Table, names: tuple[str, ...], i
     return statement.on_conflict_do_nothing() if ignore_conflicts else statement
 
 
+_SQLITE_DIALECT = sqlite.dialect()
+
+
+@functools.cache
+def _sqlite_positional_insert(table: Table, names: tuple[str, ...], ignore_conflicts: bool) -> str | None:
+    """The SQLite insert of ``names`` with ``?`` placeholders, for the driver's own
+    ``executemany`` over row tuples; None when a column's type converts its values on the way in
+    (a Boolean, say), which only SQLAlchemy's compiled path applies.
+
+    Why: SQLAlchemy's executemany builds and processes one parameter dict per row; the driver
+    binds tuples in C. py-spy on the embedded path put ~9% of the engine's GIL time in the
+    inserts of cash charges, two thirds of it in that per-row work (docs/performance.md)."""
+    if any(table.c[name].type._cached_bind_processor(_SQLITE_DIALECT) is not None for name in names):
+        return None
+    conflict = " ON CONFLICT DO NOTHING" if ignore_conflicts else ""
+    placeholders = ", ".join("?" * len(names))
+    return f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({placeholders}){conflict}"
+
+
 def insert_rows(
     connection: Connection, table: Table, rows: Columns, *, ignore_conflicts: bool = False
 ) -> None:
@@ -151,11 +170,17 @@ def insert_rows(
     when ``ignore_conflicts``; otherwise a conflict is an error that fails the chunk)."""
     if row_count(rows) == 0:
         return
-    statement = _insert_statement(connection.dialect.name, table, tuple(rows), ignore_conflicts)
+    names = tuple(rows)
     if is_postgresql(connection):
-        connection.execute(statement, pg_arrays(rows))
+        connection.execute(_insert_statement("postgresql", table, names, ignore_conflicts), pg_arrays(rows))
+        return
+    positional = _sqlite_positional_insert(table, names, ignore_conflicts)
+    if positional is None:
+        connection.execute(_insert_statement("sqlite", table, names, ignore_conflicts), as_dicts(rows))
     else:
-        connection.execute(statement, as_dicts(rows))
+        # Still through the SQLAlchemy connection: its transaction, and its exception wrapping
+        # (an IntegrityError stays sqlalchemy's, as callers catch it).
+        connection.exec_driver_sql(positional, list(zip(*rows.values(), strict=True)))
 
 
 def insert_rows_query(table: Table, rows: Columns, *, ignore_conflicts: bool = False) -> Query[None]:

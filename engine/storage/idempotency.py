@@ -109,6 +109,7 @@ _SQLITE_CLAIM_KEYS = (
     .on_conflict_do_nothing()
     .returning(idempotency_keys.c.user_id, idempotency_keys.c.idempotency_key)
 )
+_SQLITE_STORE_RESPONSES = "UPDATE idempotency_keys SET response = ? WHERE user_id = ? AND idempotency_key = ?"
 _PG_STORE_RESPONSES = text(
     "UPDATE idempotency_keys AS k SET response = rows.response "
     f"FROM ({unnest_select(idempotency_keys, ('user_id', 'idempotency_key', 'response'))}) AS rows "
@@ -195,14 +196,10 @@ def store_responses(connection: Connection, rows: Columns) -> None:
     if is_postgresql(connection):
         connection.execute(_PG_STORE_RESPONSES, pg_arrays(rows))
         return
-    connection.execute(
-        _STORE_RESPONSE,
-        [
-            {"p_user_id": user, "p_key": key, "p_response": response}
-            for user, key, response in zip(
-                rows["user_id"], rows["idempotency_key"], rows["response"], strict=True
-            )
-        ],
+    # The driver's executemany over tuples: no per-row parameter dicts (engine.storage.bulk.insert_rows).
+    connection.exec_driver_sql(
+        _SQLITE_STORE_RESPONSES,
+        list(zip(rows["response"], rows["user_id"], rows["idempotency_key"], strict=True)),
     )
 
 
