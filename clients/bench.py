@@ -270,6 +270,8 @@ def run_bench(bench: Bench) -> None:
     line["ratio_vs_pgbench"] = _ratio(line["charge_rps"], line["pgbench_tps"])
     line["ratio_vs_echo"] = _ratio(line["charge_rps"], line["echo_rps"])
     line["mixed_ratio_vs_pgbench"] = _ratio(line["mixed_ops_rps"], line["pgbench_tps"])
+    # Issue 10 compares the embedded default with the same run's gRPC floor.
+    line["sqlite_ratio_vs_echo"] = _ratio(line["sqlite_charge_rps"], line["echo_rps"])
     line["mtls_ratio_vs_plain"] = _ratio(line["mtls_charge_rps"], line["charge_rps"])
     line["mtls_ratio_vs_pgbench"] = _ratio(line["mtls_charge_rps"], line["pgbench_tps"])
 
@@ -370,6 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "mixed_ops_rps": 0.0,
                 "mixed_ratio_vs_pgbench": 0.0,
                 "sqlite_charge_rps": 0.0,
+                "sqlite_ratio_vs_echo": 0.0,
                 "mtls_charge_rps": 0.0,
                 "mtls_ratio_vs_plain": 0.0,
                 "mtls_ratio_vs_pgbench": 0.0,
