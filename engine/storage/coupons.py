@@ -131,18 +131,23 @@ def insert_coupon(
     return row
 
 
+# Built once (engine.storage.charges._ADD_LEG_TOTALS says why).
+_COUPON_BY_ID = select(user_coupons).where(user_coupons.c.coupon_id == bindparam("p_coupon_id"))
+_COUPON_BY_ID_LOCKED = _COUPON_BY_ID.with_for_update()
+_COUPON_BY_CODE = select(user_coupons).where(user_coupons.c.code == bindparam("p_code"))
+_COUPON_BY_CODE_LOCKED = _COUPON_BY_CODE.with_for_update()
+
+
 def read_coupon(connection: Connection, coupon_id: str, *, lock: bool = False) -> Row[Any] | None:
-    query = select(user_coupons).where(user_coupons.c.coupon_id == coupon_id)
-    if lock:
-        query = query.with_for_update()
-    return connection.execute(query).one_or_none()
+    return connection.execute(
+        _COUPON_BY_ID_LOCKED if lock else _COUPON_BY_ID, {"p_coupon_id": coupon_id}
+    ).one_or_none()
 
 
 def read_coupon_by_code(connection: Connection, code: str, *, lock: bool = False) -> Row[Any] | None:
-    query = select(user_coupons).where(user_coupons.c.code == code)
-    if lock:
-        query = query.with_for_update()
-    return connection.execute(query).one_or_none()
+    return connection.execute(
+        _COUPON_BY_CODE_LOCKED if lock else _COUPON_BY_CODE, {"p_code": code}
+    ).one_or_none()
 
 
 def lock_coupons(connection: Connection, coupon_ids: Sequence[str]) -> dict[str, Row[Any]]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, case, or_, select
+from sqlalchemy import Connection, Row, and_, bindparam, case, or_, select
 
 from engine.domain.money import MAX_BALANCE_FEN
 from engine.domain.results import GiftCardView
@@ -62,11 +62,19 @@ def view_of(row: Row[Any], now_us: int) -> GiftCardView:
     )
 
 
+# Built once (engine.storage.charges._ADD_LEG_TOTALS says why).
+_CARD = select(gift_cards).where(gift_cards.c.code == bindparam("p_code"))
+_CARD_LOCKED = _CARD.with_for_update()
+_CARDS_LOCKED = (
+    select(gift_cards)
+    .where(gift_cards.c.code.in_(bindparam("p_codes", expanding=True)))
+    .order_by(gift_cards.c.code)
+    .with_for_update()
+)
+
+
 def read_card(connection: Connection, code: str, *, lock: bool = False) -> Row[Any] | None:
-    query = select(gift_cards).where(gift_cards.c.code == code)
-    if lock:
-        query = query.with_for_update()
-    return connection.execute(query).one_or_none()
+    return connection.execute(_CARD_LOCKED if lock else _CARD, {"p_code": code}).one_or_none()
 
 
 def _state_after(available: Any, held: Any) -> Any:
@@ -113,12 +121,7 @@ def change_balance(
 
 def lock_cards(connection: Connection, codes: list[str]) -> dict[str, Row[Any]]:
     """Lock these cards in the engine's lock order (sorted by code); missing ones are absent."""
-    rows = connection.execute(
-        select(gift_cards)
-        .where(gift_cards.c.code.in_(sorted(codes)))
-        .order_by(gift_cards.c.code)
-        .with_for_update()
-    ).all()
+    rows = connection.execute(_CARDS_LOCKED, {"p_codes": sorted(codes)}).all()
     return {row.code: row for row in rows}
 
 

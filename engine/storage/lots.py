@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from engine.domain.errors import InvariantViolation, require
 from engine.domain.points_fifo import Lot, LotDraw
@@ -41,36 +41,63 @@ __all__ = [
 MAX_LOTS_PER_SPEND = 10_000
 
 
+# Built once (engine.storage.charges._ADD_LEG_TOTALS says why): the statements of every points
+# spend, capture and release.
+_SPENDABLE_LOTS = (
+    select(
+        points_lots.c.lot_id,
+        points_lots.c.remaining,
+        points_lots.c.expires_at_us,
+        points_lots.c.granted_at_us,
+    )
+    .where(
+        points_lots.c.user_id == bindparam("p_user_id"),
+        points_lots.c.remaining > 0,
+        (points_lots.c.expires_at_us.is_(None)) | (points_lots.c.expires_at_us > bindparam("p_now_us")),
+    )
+    .limit(MAX_LOTS_PER_SPEND)
+    .with_for_update()
+)
+#: A draw out of a lot's ``remaining``: {hold: statement} (an authorization moves it into ``held``).
+_DRAW_FROM_LOT = {
+    hold: points_lots.update()
+    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.remaining >= bindparam("p_points"))
+    .values(
+        remaining=points_lots.c.remaining - bindparam("p_points"),
+        **({"held": points_lots.c.held + bindparam("p_points")} if hold else {}),
+    )
+    for hold in (False, True)
+}
+#: A draw stops holding points: {returned: statement} (counted as returned when they go back).
+_TAKE_HELD_FROM_DRAW = {
+    returned: lot_draws.update()
+    .where(
+        lot_draws.c.charge_id == bindparam("p_charge_id"),
+        lot_draws.c.lot_id == bindparam("p_lot_id"),
+        lot_draws.c.held >= bindparam("p_points"),
+    )
+    .values(
+        held=lot_draws.c.held - bindparam("p_points"),
+        **({"returned": lot_draws.c.returned + bindparam("p_points")} if returned else {}),
+    )
+    for returned in (False, True)
+}
+_SETTLE_LOT_HOLD = (
+    points_lots.update()
+    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.held >= bindparam("p_points"))
+    .values(held=points_lots.c.held - bindparam("p_points"))
+)
+
+
 def read_spendable_lots(connection: Connection, user_id: int, now_us: int) -> list[Lot]:
-    rows = connection.execute(
-        select(
-            points_lots.c.lot_id,
-            points_lots.c.remaining,
-            points_lots.c.expires_at_us,
-            points_lots.c.granted_at_us,
-        )
-        .where(
-            points_lots.c.user_id == user_id,
-            points_lots.c.remaining > 0,
-            (points_lots.c.expires_at_us.is_(None)) | (points_lots.c.expires_at_us > now_us),
-        )
-        .limit(MAX_LOTS_PER_SPEND)
-        .with_for_update()
-    ).all()
+    rows = connection.execute(_SPENDABLE_LOTS, {"p_user_id": user_id, "p_now_us": now_us}).all()
     return [Lot(row.lot_id, row.remaining, row.expires_at_us, row.granted_at_us) for row in rows]
 
 
 def apply_draws(connection: Connection, charge_id: str, draws: list[LotDraw], *, hold: bool) -> None:
     """Take the drawn points out of each lot's ``remaining`` (into ``held`` for an authorization)."""
     for draw in draws:
-        values = {"remaining": points_lots.c.remaining - draw.points}
-        if hold:
-            values["held"] = points_lots.c.held + draw.points
-        updated = connection.execute(
-            points_lots.update()
-            .where(points_lots.c.lot_id == draw.lot_id, points_lots.c.remaining >= draw.points)
-            .values(**values)
-        )
+        updated = connection.execute(_DRAW_FROM_LOT[hold], {"p_lot_id": draw.lot_id, "p_points": draw.points})
         if updated.rowcount != 1:
             raise InvariantViolation(f"points lot {draw.lot_id} changed under a locked spend")
     if draws:
@@ -133,24 +160,15 @@ def take_held_from_draw(
     connection: Connection, charge_id: str, lot_id: str, points: int, *, returned: bool
 ) -> None:
     """The draw stops holding ``points`` (counted as ``returned`` when they go back to the lot)."""
-    values: dict[str, Any] = {"held": lot_draws.c.held - points}
-    if returned:
-        values["returned"] = lot_draws.c.returned + points
     updated = connection.execute(
-        lot_draws.update()
-        .where(lot_draws.c.charge_id == charge_id, lot_draws.c.lot_id == lot_id, lot_draws.c.held >= points)
-        .values(**values)
+        _TAKE_HELD_FROM_DRAW[returned], {"p_charge_id": charge_id, "p_lot_id": lot_id, "p_points": points}
     )
     require(updated.rowcount == 1, f"lot draw {charge_id}/{lot_id} holds {points}")
 
 
 def settle_lot_hold(connection: Connection, lot_id: str, points: int) -> None:
     """Held points leave the lot for good (a capture)."""
-    updated = connection.execute(
-        points_lots.update()
-        .where(points_lots.c.lot_id == lot_id, points_lots.c.held >= points)
-        .values(held=points_lots.c.held - points)
-    )
+    updated = connection.execute(_SETTLE_LOT_HOLD, {"p_lot_id": lot_id, "p_points": points})
     require(updated.rowcount == 1, f"points lot {lot_id} holds {points}")
 
 
