@@ -117,20 +117,22 @@ def _change_held(connection: Connection, statement: Any, user_id: int, asset: As
         raise InvariantViolation(f"held {asset.value} of user {user_id} is short of {amount}")
 
 
+_BALANCES = select(balances.c.asset, balances.c.available, balances.c.held).where(balances.c.user_id == _USER)
+_LOCK_POINTS = (
+    select(balances.c.available)
+    .where(balances.c.user_id == _USER, balances.c.asset == Asset.POINTS.value)
+    .with_for_update()
+)
+
+
 def read_balances(connection: Connection, user_id: int) -> dict[Asset, tuple[int, int]]:
-    rows = connection.execute(
-        select(balances.c.asset, balances.c.available, balances.c.held).where(balances.c.user_id == user_id)
-    ).all()
+    rows = connection.execute(_BALANCES, {"p_user_id": user_id}).all()
     return {Asset(row.asset): (row.available, row.held) for row in rows}
 
 
 def lock_points_balance(connection: Connection, user_id: int) -> None:
     """Take the POINTS balance row's lock (PostgreSQL; SQLite already serializes writers)."""
-    connection.execute(
-        select(balances.c.available)
-        .where(balances.c.user_id == user_id, balances.c.asset == Asset.POINTS.value)
-        .with_for_update()
-    ).first()
+    connection.execute(_LOCK_POINTS, {"p_user_id": user_id}).first()
 
 
 # Bulk forms (IssueBatch, docs/bulk.md). A multi-row upsert may not touch one row twice, so the

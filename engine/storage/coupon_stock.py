@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from engine.domain.errors import CofferError, Reason
 from engine.storage.dialect import insert_or_ignore
@@ -50,16 +50,20 @@ def insert_allotments(connection: Connection, template_id: str, allotments: dict
         connection.execute(coupon_stock.insert(), rows)
 
 
-def _decrement(connection: Connection, template_id: str, virtual_shard: int) -> bool:
-    updated = connection.execute(
-        coupon_stock.update()
-        .where(
-            coupon_stock.c.template_id == template_id,
-            coupon_stock.c.virtual_shard == virtual_shard,
-            coupon_stock.c.remaining > 0,
-        )
-        .values(remaining=coupon_stock.c.remaining - 1)
+# Built once (engine.storage.charges._ADD_LEG_TOTALS says why).
+_DECREMENT = (
+    coupon_stock.update()
+    .where(
+        coupon_stock.c.template_id == bindparam("p_template_id"),
+        coupon_stock.c.virtual_shard == bindparam("p_virtual_shard"),
+        coupon_stock.c.remaining > 0,
     )
+    .values(remaining=coupon_stock.c.remaining - 1)
+)
+
+
+def _decrement(connection: Connection, template_id: str, virtual_shard: int) -> bool:
+    updated = connection.execute(_DECREMENT, {"p_template_id": template_id, "p_virtual_shard": virtual_shard})
     return updated.rowcount == 1
 
 

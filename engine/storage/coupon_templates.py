@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from engine.domain.coupons.definitions import CouponTemplate, Eligibility
 from engine.domain.coupons.rules import CouponRules, CouponScope, CouponType
@@ -92,10 +92,15 @@ def template_of_row(row: Row[Any]) -> CouponTemplate:
     )
 
 
+# Built once (engine.storage.charges._ADD_LEG_TOTALS says why).
+_TEMPLATE = select(coupon_templates).where(coupon_templates.c.template_id == bindparam("p_template_id"))
+_TEMPLATES = select(coupon_templates).where(
+    coupon_templates.c.template_id.in_(bindparam("p_template_ids", expanding=True))
+)
+
+
 def read_template(connection: Connection, template_id: str) -> CouponTemplate | None:
-    row = connection.execute(
-        select(coupon_templates).where(coupon_templates.c.template_id == template_id)
-    ).one_or_none()
+    row = connection.execute(_TEMPLATE, {"p_template_id": template_id}).one_or_none()
     return None if row is None else template_of_row(row)
 
 
@@ -103,9 +108,7 @@ def read_templates(connection: Connection, template_ids: Iterable[str]) -> dict[
     wanted = sorted(set(template_ids))
     if not wanted:
         return {}
-    rows = connection.execute(
-        select(coupon_templates).where(coupon_templates.c.template_id.in_(wanted))
-    ).all()
+    rows = connection.execute(_TEMPLATES, {"p_template_ids": wanted}).all()
     return {row.template_id: template_of_row(row) for row in rows}
 
 

@@ -60,6 +60,10 @@ SOURCE_CLAIM = "CLAIM"
 SOURCE_ACTIVITY = "ACTIVITY"
 
 
+#: Built once; the row's values arrive as execution parameters.
+_INSERT_EVENT = coupon_events.insert()
+
+
 def _event(
     connection: Connection,
     *,
@@ -72,15 +76,16 @@ def _event(
     now_us: int,
 ) -> None:
     connection.execute(
-        coupon_events.insert().values(
-            coupon_id=coupon_id,
-            user_id=user_id,
-            event=event.value,
-            from_state="" if from_state is None else from_state.value,
-            to_state=to_state.value,
-            reference=reference[:160],
-            created_at_us=now_us,
-        )
+        _INSERT_EVENT,
+        {
+            "coupon_id": coupon_id,
+            "user_id": user_id,
+            "event": event.value,
+            "from_state": "" if from_state is None else from_state.value,
+            "to_state": to_state.value,
+            "reference": reference[:160],
+            "created_at_us": now_us,
+        },
     )
 
 
