@@ -6,6 +6,7 @@ A charge's status changes only through :func:`change_status`, which applies the 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -191,19 +192,40 @@ def change_status(
     setting the given amounts. ``None`` when the row is no longer in ``current`` (or, with
     ``refunded_before``, its refunded amount moved): someone else resolved it first."""
     target = transition(current, event)
-    conditions = [charges.c.charge_id == charge_id, charges.c.status == current.value]
+    parameters: dict[str, Any] = {
+        "p_charge_id": charge_id,
+        "p_current": current.value,
+        "p_target": target.value,
+        "p_now_us": now_us,
+    }
     if refunded_before is not None:
-        conditions.append(charges.c.refunded_amount == refunded_before)
-    values: dict[str, Any] = {"status": target.value, "updated_at_us": now_us}
-    for column, amount in (
-        ("captured_amount", captured_amount),
-        ("released_amount", released_amount),
-        ("refunded_amount", refunded_amount),
-    ):
-        if amount is not None:
-            values[column] = amount
-    updated = connection.execute(charges.update().where(*conditions).values(**values))
+        parameters["p_refunded_before"] = refunded_before
+    amounts = {
+        column: amount
+        for column, amount in (
+            ("captured_amount", captured_amount),
+            ("released_amount", released_amount),
+            ("refunded_amount", refunded_amount),
+        )
+        if amount is not None
+    }
+    parameters |= {f"p_{column}": amount for column, amount in amounts.items()}
+    statement = _change_status_statement(refunded_before is not None, tuple(amounts))
+    updated = connection.execute(statement, parameters)
     return target if updated.rowcount == 1 else None
+
+
+@functools.cache
+def _change_status_statement(checks_refunded: bool, amount_columns: tuple[str, ...]) -> Any:
+    """Built once per shape (:data:`_ADD_LEG_TOTALS` says why): ``WHERE status = :current``
+    (and the refunded amount, when given), setting the target status, the time and the given
+    amounts."""
+    conditions = [charges.c.charge_id == bindparam("p_charge_id"), charges.c.status == bindparam("p_current")]
+    if checks_refunded:
+        conditions.append(charges.c.refunded_amount == bindparam("p_refunded_before"))
+    values: dict[str, Any] = {"status": bindparam("p_target"), "updated_at_us": bindparam("p_now_us")}
+    values |= {column: bindparam(f"p_{column}") for column in amount_columns}
+    return charges.update().where(*conditions).values(**values)
 
 
 #: Built once: SQLAlchemy took ~145 µs to build this statement and ~80 µs more to find it in

@@ -8,6 +8,7 @@ stays on it as the float's liability (docs/two-phase-and-instruments.md).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, case, or_, select
@@ -86,6 +87,39 @@ def _state_after(available: Any, held: Any) -> Any:
     )
 
 
+@functools.cache
+def _change_balance_statement(takes_available: bool, takes_held: bool, require_usable: bool) -> Any:
+    """Built once per shape (engine.storage.charges._ADD_LEG_TOTALS says why; this one, with its
+    CASE, cost more to build than to run): the deltas, the bounds they are checked against and
+    the time arrive as parameters."""
+    available = gift_cards.c.available + bindparam("p_available_delta")
+    held = gift_cards.c.held + bindparam("p_held_delta")
+    conditions = [
+        gift_cards.c.code == bindparam("p_code"),
+        gift_cards.c.available >= bindparam("p_available_bound")
+        if takes_available
+        else gift_cards.c.available <= bindparam("p_available_bound"),
+        gift_cards.c.held >= bindparam("p_held_bound")
+        if takes_held
+        else gift_cards.c.held <= bindparam("p_held_bound"),
+    ]
+    if require_usable:
+        conditions.append(gift_cards.c.state == ACTIVE)
+        conditions.append(
+            or_(gift_cards.c.expires_at_us.is_(None), gift_cards.c.expires_at_us > bindparam("p_now_us"))
+        )
+    return (
+        gift_cards.update()
+        .where(*conditions)
+        .values(
+            available=available,
+            held=held,
+            state=_state_after(available, held),
+            updated_at_us=bindparam("p_now_us"),
+        )
+    )
+
+
 def change_balance(
     connection: Connection,
     code: str,
@@ -97,24 +131,19 @@ def change_balance(
 ) -> bool:
     """Add the deltas in one statement; False when it would take a bucket below zero, pass the
     balance limit, or (``require_usable``) the card is not ACTIVE and unexpired."""
-    available = gift_cards.c.available + available_delta
-    held = gift_cards.c.held + held_delta
-    conditions = [
-        gift_cards.c.code == code,
-        gift_cards.c.available >= -available_delta
-        if available_delta < 0
-        else gift_cards.c.available <= MAX_BALANCE_FEN - available_delta,
-        gift_cards.c.held >= -held_delta
-        if held_delta < 0
-        else gift_cards.c.held <= MAX_BALANCE_FEN - held_delta,
-    ]
-    if require_usable:
-        conditions.append(gift_cards.c.state == ACTIVE)
-        conditions.append(or_(gift_cards.c.expires_at_us.is_(None), gift_cards.c.expires_at_us > now_us))
+    # A bucket that gives must hold what it gives (>= -delta); one that takes must stay within
+    # the limit after it (<= MAX - delta).
+    takes_available, takes_held = available_delta < 0, held_delta < 0
     updated = connection.execute(
-        gift_cards.update()
-        .where(*conditions)
-        .values(available=available, held=held, state=_state_after(available, held), updated_at_us=now_us)
+        _change_balance_statement(takes_available, takes_held, require_usable),
+        {
+            "p_code": code,
+            "p_available_delta": available_delta,
+            "p_held_delta": held_delta,
+            "p_available_bound": -available_delta if takes_available else MAX_BALANCE_FEN - available_delta,
+            "p_held_bound": -held_delta if takes_held else MAX_BALANCE_FEN - held_delta,
+            "p_now_us": now_us,
+        },
     )
     return updated.rowcount == 1
 
