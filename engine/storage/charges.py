@@ -88,6 +88,7 @@ class NewCharge:
 _INSERT_CHARGE = charges.insert()
 _INSERT_ITEMS = charge_items.insert()
 _INSERT_LEGS = charge_legs.insert()
+_INSERT_REFUND = refunds.insert()
 
 
 def insert_charge(connection: Connection, charge: NewCharge) -> None:
@@ -304,16 +305,17 @@ def insert_refund(
     now_us: int,
 ) -> None:
     connection.execute(
-        refunds.insert().values(
-            refund_id=refund_id,
-            charge_id=charge_id,
-            user_id=user_id,
-            amount=amount,
-            reason=reason,
-            breakdown=breakdown,
-            transaction_id=transaction_id,
-            created_at_us=now_us,
-        )
+        _INSERT_REFUND,
+        {
+            "refund_id": refund_id,
+            "charge_id": charge_id,
+            "user_id": user_id,
+            "amount": amount,
+            "reason": reason,
+            "breakdown": breakdown,
+            "transaction_id": transaction_id,
+            "created_at_us": now_us,
+        },
     )
 
 
@@ -349,17 +351,21 @@ class LegRow:
     refunded_units: int
 
 
+# Built once (:data:`_ADD_LEG_TOTALS` says why): every charge that is not cash-only looks it up.
+_LIVE_CHARGE_FOR_ORDER = select(charges.c.charge_id).where(
+    charges.c.user_id == bindparam("p_user_id"),
+    charges.c.merchant_id == bindparam("p_merchant_id"),
+    charges.c.order_id == bindparam("p_order_id"),
+    charges.c.kind == ORDER_CHARGE_KIND,
+    charges.c.status.in_(LIVE_CHARGE_STATUSES),
+)
+
+
 def live_charge_for_order(
     connection: Connection, user_id: int, merchant_id: str, order_id: str
 ) -> str | None:
     return connection.execute(
-        select(charges.c.charge_id).where(
-            charges.c.user_id == user_id,
-            charges.c.merchant_id == merchant_id,
-            charges.c.order_id == order_id,
-            charges.c.kind == ORDER_CHARGE_KIND,
-            charges.c.status.in_(LIVE_CHARGE_STATUSES),
-        )
+        _LIVE_CHARGE_FOR_ORDER, {"p_user_id": user_id, "p_merchant_id": merchant_id, "p_order_id": order_id}
     ).scalar_one_or_none()
 
 

@@ -60,8 +60,9 @@ SOURCE_CLAIM = "CLAIM"
 SOURCE_ACTIVITY = "ACTIVITY"
 
 
-#: Built once; the row's values arrive as execution parameters.
+#: Built once; the rows' values arrive as execution parameters.
 _INSERT_EVENT = coupon_events.insert()
+_INSERT_COUPON = user_coupons.insert()
 
 
 def _event(
@@ -105,20 +106,21 @@ def insert_coupon(
     """A new user coupon, in the state the machine gives a claim (ACTIVATED)."""
     state = transition(None, CouponEvent.CLAIM)
     connection.execute(
-        user_coupons.insert().values(
-            coupon_id=coupon_id,
-            code=code,
-            user_id=user_id,
-            template_id=template_id,
-            state=state.value,
-            source=source,
-            activity_id=activity_id,
-            claimed_at_us=now_us,
-            expires_at_us=expires_at_us,
-            charge_id="",
-            transaction_id=transaction_id,
-            updated_at_us=now_us,
-        )
+        _INSERT_COUPON,
+        {
+            "coupon_id": coupon_id,
+            "code": code,
+            "user_id": user_id,
+            "template_id": template_id,
+            "state": state.value,
+            "source": source,
+            "activity_id": activity_id,
+            "claimed_at_us": now_us,
+            "expires_at_us": expires_at_us,
+            "charge_id": "",
+            "transaction_id": transaction_id,
+            "updated_at_us": now_us,
+        },
     )
     _event(
         connection,
@@ -173,6 +175,21 @@ def state_now(row: Row[Any], now_us: int) -> CouponState:
     return effective_state(CouponState(row.state), row.expires_at_us, now_us)
 
 
+#: A coupon's move from the state it was read in: {sets its holding charge: statement}, built once.
+_CHANGE_STATE = {
+    sets_charge: user_coupons.update()
+    .where(
+        user_coupons.c.coupon_id == bindparam("p_coupon_id"), user_coupons.c.state == bindparam("p_stored")
+    )
+    .values(
+        state=bindparam("p_target"),
+        updated_at_us=bindparam("p_now_us"),
+        **({"charge_id": bindparam("p_charge_id")} if sets_charge else {}),
+    )
+    for sets_charge in (False, True)
+}
+
+
 def change_state(
     connection: Connection,
     row: Row[Any],
@@ -193,14 +210,15 @@ def change_state(
     ended = is_past_validity(row.expires_at_us, now_us)
     current = stored if event is CouponEvent.EXPIRE else effective_state(stored, row.expires_at_us, now_us)
     target = transition(current, event, validity_ended=ended, restore_on_refund=restore_on_refund)
-    values: dict[str, Any] = {"state": target.value, "updated_at_us": now_us}
+    parameters: dict[str, Any] = {
+        "p_coupon_id": row.coupon_id,
+        "p_stored": stored.value,
+        "p_target": target.value,
+        "p_now_us": now_us,
+    }
     if charge_id is not None:
-        values["charge_id"] = charge_id
-    updated = connection.execute(
-        user_coupons.update()
-        .where(user_coupons.c.coupon_id == row.coupon_id, user_coupons.c.state == stored.value)
-        .values(**values)
-    )
+        parameters["p_charge_id"] = charge_id
+    updated = connection.execute(_CHANGE_STATE[charge_id is not None], parameters)
     if updated.rowcount != 1:
         raise CofferError(
             Reason.CONTENTION,

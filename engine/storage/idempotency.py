@@ -62,16 +62,19 @@ def claim_key(
         raise
     if inserted:
         return None
-    row = connection.execute(
-        select(
-            idempotency_keys.c.operation,
-            idempotency_keys.c.request_digest,
-            idempotency_keys.c.response,
-        ).where(idempotency_keys.c.user_id == user_id, idempotency_keys.c.idempotency_key == key)
-    ).one()
+    row = connection.execute(_CLAIMED, {"p_user_id": user_id, "p_key": key}).one()
     return StoredKey(row.operation, row.request_digest, row.response)
 
 
+# Built once (engine.storage.charges._ADD_LEG_TOTALS says why): every single mutation claims a key.
+_THIS_KEY = (
+    idempotency_keys.c.user_id == bindparam("p_user_id"),
+    idempotency_keys.c.idempotency_key == bindparam("p_key"),
+)
+_CLAIMED = select(
+    idempotency_keys.c.operation, idempotency_keys.c.request_digest, idempotency_keys.c.response
+).where(*_THIS_KEY)
+_RESPONSE = select(idempotency_keys.c.response).where(*_THIS_KEY)
 _STORE_RESPONSE = (
     idempotency_keys.update()
     .where(
@@ -88,11 +91,7 @@ def store_response(connection: Connection, *, user_id: int, key: str, response: 
 
 def read_response(connection: Connection, *, user_id: int, key: str) -> str:
     """The stored answer of a completed request under ``(user_id, key)`` (it must exist)."""
-    response: str = connection.execute(
-        select(idempotency_keys.c.response).where(
-            idempotency_keys.c.user_id == user_id, idempotency_keys.c.idempotency_key == key
-        )
-    ).scalar_one()
+    response: str = connection.execute(_RESPONSE, {"p_user_id": user_id, "p_key": key}).scalar_one()
     return response
 
 

@@ -212,6 +212,10 @@ def take_from_lot(connection: Connection, lot_id: str, points: int) -> None:
     require(updated.rowcount == 1, f"locked points lot {lot_id} holds {points}")
 
 
+#: Built once; the row's values arrive as execution parameters.
+_INSERT_LOT = points_lots.insert()
+
+
 def insert_lot(
     connection: Connection,
     *,
@@ -224,17 +228,18 @@ def insert_lot(
     transaction_id: str,
 ) -> None:
     connection.execute(
-        points_lots.insert().values(
-            lot_id=lot_id,
-            user_id=user_id,
-            granted=granted,
-            remaining=remaining,
-            held=0,
-            expires_at_us=expires_at_us,
-            granted_at_us=now_us,
-            expired_at_us=None,
-            transaction_id=transaction_id,
-        )
+        _INSERT_LOT,
+        {
+            "lot_id": lot_id,
+            "user_id": user_id,
+            "granted": granted,
+            "remaining": remaining,
+            "held": 0,
+            "expires_at_us": expires_at_us,
+            "granted_at_us": now_us,
+            "expired_at_us": None,
+            "transaction_id": transaction_id,
+        },
     )
 
 
