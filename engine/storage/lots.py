@@ -82,6 +82,61 @@ _TAKE_HELD_FROM_DRAW = {
     )
     for returned in (False, True)
 }
+_EXPIRY = points_lots.c.expires_at_us
+#: The charge's draws still holding points: {latest_first: statement}.
+_HELD_DRAWS = {
+    latest_first: select(
+        lot_draws.c.lot_id, lot_draws.c.held, points_lots.c.expires_at_us, points_lots.c.expired_at_us
+    )
+    .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
+    .where(lot_draws.c.charge_id == bindparam("p_charge_id"), lot_draws.c.held > 0)
+    .order_by(
+        *(
+            (_EXPIRY.desc().nulls_first(), lot_draws.c.lot_id.desc())
+            if latest_first
+            else (_EXPIRY.asc().nulls_last(), lot_draws.c.lot_id)
+        )
+    )
+    for latest_first in (False, True)
+}
+_CHARGE_DRAWS = (
+    select(
+        lot_draws.c.lot_id,
+        lot_draws.c.points,
+        lot_draws.c.returned,
+        points_lots.c.expires_at_us,
+        points_lots.c.expired_at_us,
+    )
+    .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
+    .where(lot_draws.c.charge_id == bindparam("p_charge_id"))
+    # NULLS FIRST: a lot that never expires is the latest-expiring one (SQLite sorts NULL last).
+    .order_by(_EXPIRY.desc().nulls_first(), lot_draws.c.lot_id.desc())
+)
+#: Held points leave the lot: {expired: statement} (back to ``remaining`` unless it expired).
+_RELEASE_TO_LOT = {
+    expired: points_lots.update()
+    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.held >= bindparam("p_points"))
+    .values(
+        held=points_lots.c.held - bindparam("p_points"),
+        **({} if expired else {"remaining": points_lots.c.remaining + bindparam("p_points")}),
+    )
+    for expired in (False, True)
+}
+_MARK_DRAW_RETURNED = (
+    lot_draws.update()
+    .where(lot_draws.c.charge_id == bindparam("p_charge_id"), lot_draws.c.lot_id == bindparam("p_lot_id"))
+    .values(returned=lot_draws.c.returned + bindparam("p_points"))
+)
+_REFILL_LOT = (
+    points_lots.update()
+    .where(points_lots.c.lot_id == bindparam("p_lot_id"))
+    .values(remaining=points_lots.c.remaining + bindparam("p_points"))
+)
+_TAKE_FROM_LOT = (
+    points_lots.update()
+    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.remaining >= bindparam("p_points"))
+    .values(remaining=points_lots.c.remaining - bindparam("p_points"))
+)
 _SETTLE_LOT_HOLD = (
     points_lots.update()
     .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.held >= bindparam("p_points"))
@@ -119,41 +174,12 @@ def apply_draws(connection: Connection, charge_id: str, draws: list[LotDraw], *,
 def held_draws(connection: Connection, charge_id: str, *, latest_first: bool) -> list[Any]:
     """The charge's draws still holding points, with their lots' expiry: earliest expiry first
     (a capture spends those), or latest first (a release refills those)."""
-    expiry = points_lots.c.expires_at_us
-    order = (
-        (expiry.desc().nulls_first(), lot_draws.c.lot_id.desc())
-        if latest_first
-        else (expiry.asc().nulls_last(), lot_draws.c.lot_id)
-    )
-    return list(
-        connection.execute(
-            select(
-                lot_draws.c.lot_id, lot_draws.c.held, points_lots.c.expires_at_us, points_lots.c.expired_at_us
-            )
-            .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
-            .where(lot_draws.c.charge_id == charge_id, lot_draws.c.held > 0)
-            .order_by(*order)
-        ).all()
-    )
+    return list(connection.execute(_HELD_DRAWS[latest_first], {"p_charge_id": charge_id}).all())
 
 
 def charge_draws(connection: Connection, charge_id: str) -> list[Any]:
     """Every draw of the charge, latest-expiring lot first (a refund refills those first)."""
-    return list(
-        connection.execute(
-            select(
-                lot_draws.c.lot_id,
-                lot_draws.c.points,
-                lot_draws.c.returned,
-                points_lots.c.expires_at_us,
-                points_lots.c.expired_at_us,
-            )
-            .join(points_lots, points_lots.c.lot_id == lot_draws.c.lot_id)
-            .where(lot_draws.c.charge_id == charge_id)
-            # NULLS FIRST: a lot that never expires is the latest-expiring one (SQLite sorts NULL last).
-            .order_by(points_lots.c.expires_at_us.desc().nulls_first(), lot_draws.c.lot_id.desc())
-        ).all()
-    )
+    return list(connection.execute(_CHARGE_DRAWS, {"p_charge_id": charge_id}).all())
 
 
 def take_held_from_draw(
@@ -175,40 +201,23 @@ def settle_lot_hold(connection: Connection, lot_id: str, points: int) -> None:
 def release_to_lot(connection: Connection, lot_id: str, points: int, *, expired: bool) -> None:
     """Held points return to the lot's ``remaining`` — or, if the lot has expired, leave it
     (the caller posts them to ``points_expired``)."""
-    values: dict[str, Any] = {"held": points_lots.c.held - points}
-    if not expired:
-        values["remaining"] = points_lots.c.remaining + points
-    updated = connection.execute(
-        points_lots.update()
-        .where(points_lots.c.lot_id == lot_id, points_lots.c.held >= points)
-        .values(**values)
-    )
+    updated = connection.execute(_RELEASE_TO_LOT[expired], {"p_lot_id": lot_id, "p_points": points})
     require(updated.rowcount == 1, f"points lot {lot_id} holds {points}")
 
 
 def mark_draw_returned(connection: Connection, charge_id: str, lot_id: str, points: int) -> None:
     connection.execute(
-        lot_draws.update()
-        .where(lot_draws.c.charge_id == charge_id, lot_draws.c.lot_id == lot_id)
-        .values(returned=lot_draws.c.returned + points)
+        _MARK_DRAW_RETURNED, {"p_charge_id": charge_id, "p_lot_id": lot_id, "p_points": points}
     )
 
 
 def refill_lot(connection: Connection, lot_id: str, points: int) -> None:
-    connection.execute(
-        points_lots.update()
-        .where(points_lots.c.lot_id == lot_id)
-        .values(remaining=points_lots.c.remaining + points)
-    )
+    connection.execute(_REFILL_LOT, {"p_lot_id": lot_id, "p_points": points})
 
 
 def take_from_lot(connection: Connection, lot_id: str, points: int) -> None:
     """Take ``points`` of a locked lot's ``remaining`` (a claw-back)."""
-    updated = connection.execute(
-        points_lots.update()
-        .where(points_lots.c.lot_id == lot_id, points_lots.c.remaining >= points)
-        .values(remaining=points_lots.c.remaining - points)
-    )
+    updated = connection.execute(_TAKE_FROM_LOT, {"p_lot_id": lot_id, "p_points": points})
     require(updated.rowcount == 1, f"locked points lot {lot_id} holds {points}")
 
 
