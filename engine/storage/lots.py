@@ -6,9 +6,10 @@ lots on refund or release, granting, clawing back and expiring.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy import BindParameter, Connection, Row, Table, Update, bindparam, select
 
 from engine.domain.errors import InvariantViolation, require
 from engine.domain.points_fifo import Lot, LotDraw
@@ -17,6 +18,7 @@ from engine.storage.scans import DueSummary, due_keys, due_summary
 from engine.storage.schema import lot_draws, points_lots
 
 __all__ = [
+    "LIVE_LOTS",
     "MAX_LOTS_PER_SPEND",
     "apply_draws",
     "charge_draws",
@@ -41,46 +43,56 @@ __all__ = [
 MAX_LOTS_PER_SPEND = 10_000
 
 
-# Built once (engine.storage.charges._ADD_LEG_TOTALS says why): the statements of every points
-# spend, capture and release.
-_SPENDABLE_LOTS = (
-    select(
-        points_lots.c.lot_id,
-        points_lots.c.remaining,
-        points_lots.c.expires_at_us,
-        points_lots.c.granted_at_us,
-    )
-    .where(
-        points_lots.c.user_id == bindparam("p_user_id"),
-        points_lots.c.remaining > 0,
-        (points_lots.c.expires_at_us.is_(None)) | (points_lots.c.expires_at_us > bindparam("p_now_us")),
-    )
-    .limit(MAX_LOTS_PER_SPEND)
-    .with_for_update()
+#: A user's live lots — points left and not past their expiry — with what a spend and a listing
+#: read of them: the one definition a spend (below) and GetWallet (engine.storage.wallets) share.
+LIVE_LOTS = select(
+    points_lots.c.lot_id,
+    points_lots.c.remaining,
+    points_lots.c.expires_at_us,
+    points_lots.c.granted_at_us,
+).where(
+    points_lots.c.user_id == bindparam("p_user_id"),
+    points_lots.c.remaining > 0,
+    (points_lots.c.expires_at_us.is_(None)) | (points_lots.c.expires_at_us > bindparam("p_now_us")),
 )
+
+
+def _move_points(table: Table, keys: Sequence[str], giver: str | None, **signs: int) -> Update:
+    """One conditional UPDATE of a row of ``table`` (found by ``keys``, each bound as
+    ``p_<key>``): each bucket named in ``signs`` moves by its sign × ``:p_points``. ``giver``, the
+    bucket points leave, must hold them (``giver >= :p_points``): no bucket goes below zero, and a
+    row that does not hold them is left alone (rowcount 0). Built once per statement below
+    (engine.storage.charges._ADD_LEG_TOTALS says why)."""
+    require(all(sign in (-1, 1) for sign in signs.values()), "a bucket moves by +1 or -1 times the points")
+    require(giver is None or signs.get(giver) == -1, "the guarded bucket is the one points leave")
+    points: BindParameter[Any] = bindparam("p_points")
+    conditions = [table.c[key] == bindparam(f"p_{key}") for key in keys]
+    if giver is not None:
+        conditions.append(table.c[giver] >= points)
+    return (
+        table.update()
+        .where(*conditions)
+        .values(
+            **{
+                bucket: table.c[bucket] + points if sign > 0 else table.c[bucket] - points
+                for bucket, sign in signs.items()
+            }
+        )
+    )
+
+
+_LOT = ("lot_id",)
+_DRAW = ("charge_id", "lot_id")
+_SPENDABLE_LOTS = LIVE_LOTS.limit(MAX_LOTS_PER_SPEND).with_for_update()
 #: A draw out of a lot's ``remaining``: {hold: statement} (an authorization moves it into ``held``).
 _DRAW_FROM_LOT = {
-    hold: points_lots.update()
-    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.remaining >= bindparam("p_points"))
-    .values(
-        remaining=points_lots.c.remaining - bindparam("p_points"),
-        **({"held": points_lots.c.held + bindparam("p_points")} if hold else {}),
-    )
-    for hold in (False, True)
+    False: _move_points(points_lots, _LOT, "remaining", remaining=-1),
+    True: _move_points(points_lots, _LOT, "remaining", remaining=-1, held=+1),
 }
 #: A draw stops holding points: {returned: statement} (counted as returned when they go back).
 _TAKE_HELD_FROM_DRAW = {
-    returned: lot_draws.update()
-    .where(
-        lot_draws.c.charge_id == bindparam("p_charge_id"),
-        lot_draws.c.lot_id == bindparam("p_lot_id"),
-        lot_draws.c.held >= bindparam("p_points"),
-    )
-    .values(
-        held=lot_draws.c.held - bindparam("p_points"),
-        **({"returned": lot_draws.c.returned + bindparam("p_points")} if returned else {}),
-    )
-    for returned in (False, True)
+    False: _move_points(lot_draws, _DRAW, "held", held=-1),
+    True: _move_points(lot_draws, _DRAW, "held", held=-1, returned=+1),
 }
 _EXPIRY = points_lots.c.expires_at_us
 #: The charge's draws still holding points: {latest_first: statement}.
@@ -114,34 +126,13 @@ _CHARGE_DRAWS = (
 )
 #: Held points leave the lot: {expired: statement} (back to ``remaining`` unless it expired).
 _RELEASE_TO_LOT = {
-    expired: points_lots.update()
-    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.held >= bindparam("p_points"))
-    .values(
-        held=points_lots.c.held - bindparam("p_points"),
-        **({} if expired else {"remaining": points_lots.c.remaining + bindparam("p_points")}),
-    )
-    for expired in (False, True)
+    False: _move_points(points_lots, _LOT, "held", held=-1, remaining=+1),
+    True: _move_points(points_lots, _LOT, "held", held=-1),
 }
-_MARK_DRAW_RETURNED = (
-    lot_draws.update()
-    .where(lot_draws.c.charge_id == bindparam("p_charge_id"), lot_draws.c.lot_id == bindparam("p_lot_id"))
-    .values(returned=lot_draws.c.returned + bindparam("p_points"))
-)
-_REFILL_LOT = (
-    points_lots.update()
-    .where(points_lots.c.lot_id == bindparam("p_lot_id"))
-    .values(remaining=points_lots.c.remaining + bindparam("p_points"))
-)
-_TAKE_FROM_LOT = (
-    points_lots.update()
-    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.remaining >= bindparam("p_points"))
-    .values(remaining=points_lots.c.remaining - bindparam("p_points"))
-)
-_SETTLE_LOT_HOLD = (
-    points_lots.update()
-    .where(points_lots.c.lot_id == bindparam("p_lot_id"), points_lots.c.held >= bindparam("p_points"))
-    .values(held=points_lots.c.held - bindparam("p_points"))
-)
+_MARK_DRAW_RETURNED = _move_points(lot_draws, _DRAW, None, returned=+1)
+_REFILL_LOT = _move_points(points_lots, _LOT, None, remaining=+1)
+_TAKE_FROM_LOT = _move_points(points_lots, _LOT, "remaining", remaining=-1)
+_SETTLE_LOT_HOLD = _move_points(points_lots, _LOT, "held", held=-1)
 
 
 def read_spendable_lots(connection: Connection, user_id: int, now_us: int) -> list[Lot]:

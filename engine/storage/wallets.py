@@ -9,12 +9,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select, text
+from sqlalchemy import Connection, bindparam, select, text
 
 from engine.domain.money import Asset
 from engine.domain.results import BalanceView, GiftCardView, PointsLotView, WalletView
 from engine.storage.bulk import array_literal, is_postgresql
 from engine.storage.coupons import read_coupon_views
+from engine.storage.lots import LIVE_LOTS
 from engine.storage.pipeline import Query
 from engine.storage.schema import gift_cards, points_lots
 
@@ -42,20 +43,8 @@ _USERS = {
     "sqlite": "WITH users AS (SELECT value AS user_id FROM json_each(:users)) ",
 }
 _SUMMARY = {dialect: text(users + _SUMMARY_OF_USERS) for dialect, users in _USERS.items()}
-_LIVE_LOTS = (
-    select(
-        points_lots.c.lot_id,
-        points_lots.c.remaining,
-        points_lots.c.expires_at_us,
-        points_lots.c.granted_at_us,
-    )
-    .where(
-        points_lots.c.user_id == bindparam("p_user_id"),
-        points_lots.c.remaining > 0,
-        or_(points_lots.c.expires_at_us.is_(None), points_lots.c.expires_at_us > bindparam("p_now_us")),
-    )
-    .order_by(points_lots.c.expires_at_us, points_lots.c.granted_at_us)
-    .limit(MAX_LISTED_PER_KIND)
+_LIVE_LOTS = LIVE_LOTS.order_by(points_lots.c.expires_at_us, points_lots.c.granted_at_us).limit(
+    MAX_LISTED_PER_KIND
 )
 _CARDS = (
     select(gift_cards)
